@@ -41,13 +41,29 @@ Json PublicKey::ToJson() const {
 
 namespace {
 
+// The PEM's algorithm must match the declared keytype: an "ecdsa" key that is really RSA (or EC
+// on another curve) would otherwise verify under a scheme the metadata never named.
+bool PemMatchesType(EVP_PKEY* pkey, bool rsa) {
+  if (rsa) return EVP_PKEY_is_a(pkey, "RSA") == 1;
+  if (EVP_PKEY_is_a(pkey, "EC") != 1) return false;
+  char group[64] = {0};
+  std::size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(pkey, "group", group, sizeof group, &len) != 1) return false;
+  return std::string_view(group, len) == "prime256v1" || std::string_view(group, len) == "P-256";
+}
+
 bool VerifyWithOpenSsl(const std::string& pem, bool pss, std::string_view message,
                        std::span<const std::uint8_t> signature) {
+  if (pem.size() > 16384) return false;
   BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   if (!bio) return false;
   EVP_PKEY* pkey = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
   if (!pkey) return false;
+  if (!PemMatchesType(pkey, pss)) {
+    EVP_PKEY_free(pkey);
+    return false;
+  }
   bool ok = false;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_PKEY_CTX* pctx = nullptr;
@@ -75,7 +91,6 @@ bool PublicKey::Verify(std::string_view message, std::span<const std::uint8_t> s
                                        message.size(), pub->data()) == 0;
   }
   if (keytype_ == "rsa") {
-    // RSA key type must hold an RSA key; the PEM parser alone would accept any algorithm.
     return VerifyWithOpenSsl(public_, /*pss=*/true, message, signature);
   }
   return VerifyWithOpenSsl(public_, /*pss=*/false, message, signature);
