@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Interop test: a repository written by `upk repo` must be accepted by an independent TUF client
-# (tuf-js 3, pinned in package-lock.json) fetching it from a real static web server, and its
-# tampering and freeze defences must fire there too.
+# (tuf-js 3, pinned in package-lock.json) and by our own upkeep-tuf-client, both fetching it from
+# a real static web server, and the tampering and freeze defences must fire in both.
 #
-# Usage: tufjs_interop_test.sh BIN_DIR   (BIN_DIR holds upk)
+# Usage: tufjs_interop_test.sh BIN_DIR   (BIN_DIR holds upk and upkeep-tuf-client)
 # Exit 0 pass, 1 fail, 77 skip (only when tests/interop/node_modules is missing).
 set -euo pipefail
 
 bin=${1:?usage: tufjs_interop_test.sh BIN_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 upk="$bin/upk"
+tufc="$bin/upkeep-tuf-client"
 
 if [[ ! -d "$here/node_modules/tuf-js" ]]; then
   echo "SKIP: $here/node_modules/tuf-js is missing; run 'cd tests/interop && npm ci' (tools/test does)"
@@ -18,6 +19,7 @@ fi
 command -v node >/dev/null || { echo "FAIL: node is not installed"; exit 1; }
 command -v python3 >/dev/null || { echo "FAIL: python3 is not installed (serves the repository)"; exit 1; }
 [[ -x "$upk" ]] || { echo "FAIL: $upk not found; build the upk target first"; exit 1; }
+[[ -x "$tufc" ]] || { echo "FAIL: $tufc not found; build the upkeep-tuf-client target first"; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/upk-tufjs.XXXXXX")
 server_pid=""
@@ -97,10 +99,23 @@ verify() {
     --root trusted-root.json --cache "$1" --target "$2" --out "$3" 2>"$work/client.err"
 }
 
+# ours CACHE TARGET: runs upkeep-tuf-client (initialised from the same trusted root on first use);
+# the verified file lands in CACHE/targets under the percent-encoded target path.
+ours() {
+  mkdir -p "$1/metadata" "$1/targets"
+  [[ -f "$1/metadata/root.json" ]] || "$tufc" --metadata-dir "$1/metadata" init trusted-root.json >/dev/null
+  timeout 60 "$tufc" --metadata-dir "$1/metadata" --metadata-url "$base/metadata" --target-name "$2" \
+    --target-base-url "$base/targets" --target-dir "$1/targets" download >/dev/null 2>"$work/ours.err"
+}
+ours_file() { echo "$1/targets/${2//\//%2F}"; }
+
 step "(a) tuf-js refreshes and downloads $first_target"
 verify cache-a "$first_target" out-a.bin >/dev/null || fail "tuf-js refused a good repository: $(cat client.err)"
 cmp -s out-a.bin "$first_file" || fail "downloaded bytes differ from $first_file"
 echo "ok: downloaded bytes match"
+ours ours-a "$first_target" || fail "upkeep-tuf-client refused a good repository: $(cat ours.err)"
+cmp -s "$(ours_file ours-a "$first_target")" "$first_file" || fail "upkeep-tuf-client: downloaded bytes differ"
+echo "ok: upkeep-tuf-client downloaded the same bytes"
 
 step "(b) a tampered target file is refused"
 sha256=$(sha256sum "$first_file" | cut -d' ' -f1)
@@ -120,6 +135,10 @@ if verify cache-b "$first_target" out-b.bin >/dev/null; then fail "tuf-js accept
 grep -qiE "hash|length" client.err || fail "tuf-js failed for another reason than the tampering: $(cat client.err)"
 [[ ! -s out-b.bin ]] || fail "tuf-js wrote out the tampered target"
 echo "ok: refused ($(head -c 200 client.err))"
+if ours ours-b "$first_target"; then fail "upkeep-tuf-client accepted a tampered target"; fi
+grep -qiE "hash|length|digest" ours.err || fail "upkeep-tuf-client failed for another reason: $(cat ours.err)"
+[[ -z "$(ls -A ours-b/targets)" ]] || fail "upkeep-tuf-client left a file in the target dir"
+echo "ok: upkeep-tuf-client refused ($(head -c 200 ours.err))"
 cat pristine.bin >"$served"
 cmp -s "$served" "$first_file" || fail "could not restore the target file"
 
@@ -128,6 +147,9 @@ step "(c) an expired timestamp is refused"
 if verify cache-c "$first_target" out-c.bin >/dev/null; then fail "tuf-js accepted an expired timestamp"; fi
 grep -qi "expired" client.err || fail "tuf-js failed for another reason than expiry: $(cat client.err)"
 echo "ok: refused ($(head -c 200 client.err))"
+if ours ours-c "$first_target"; then fail "upkeep-tuf-client accepted an expired timestamp"; fi
+grep -qi "expire" ours.err || fail "upkeep-tuf-client failed for another reason than expiry: $(cat ours.err)"
+echo "ok: upkeep-tuf-client refused ($(head -c 200 ours.err))"
 
 step "(d) a second publish with a new target is seen"
 echo "second release $(date +%s%N)" >notes.txt
@@ -139,6 +161,9 @@ cmp -s out-d.txt notes.txt || fail "new target bytes differ"
 verify cache-d "$first_target" out-d.bin >/dev/null || fail "first target lost after the second publish: $(cat client.err)"
 cmp -s out-d.bin "$first_file" || fail "first target bytes differ after the second publish"
 echo "ok: new target downloaded, old one still valid"
+ours ours-a docs/notes.txt || fail "upkeep-tuf-client refused the second publish: $(cat ours.err)"
+cmp -s "$(ours_file ours-a docs/notes.txt)" notes.txt || fail "upkeep-tuf-client: new target bytes differ"
+echo "ok: upkeep-tuf-client sees the new target"
 
 step "(e) a root rotation is followed from the old trusted root"
 "$upk" repo rotate-root "$repo" --old-root-key root.key --root-key newroot.key >/dev/null
@@ -146,5 +171,9 @@ verify cache-a docs/notes.txt out-e.txt >/dev/null || fail "tuf-js refused the r
 node -e 'const r = require(process.argv[1]); if (r.signed.version !== 2) process.exit(1);' "$work/cache-a/metadata/root.json" ||
   fail "tuf-js did not move to root version 2"
 echo "ok: tuf-js trusts root v2"
+ours ours-a docs/notes.txt || fail "upkeep-tuf-client refused the rotated root: $(cat ours.err)"
+node -e 'const r = require(process.argv[1]); if (r.signed.version !== 2) process.exit(1);' "$work/ours-a/metadata/root.json" ||
+  fail "upkeep-tuf-client did not move to root version 2"
+echo "ok: upkeep-tuf-client trusts root v2"
 
-echo "PASS: tuf-js accepts upk repositories and refuses tampered and expired ones"
+echo "PASS: tuf-js and upkeep-tuf-client accept upk repositories and refuse tampered and expired ones"
