@@ -59,23 +59,29 @@ Status SyncDirectory(const std::filesystem::path& dir) {
   return OkStatus();
 }
 
-Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, unsigned mode) {
-  auto tmp = TempSibling(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) return IoError(tmp, errno);
+Status WriteAll(int fd, std::string_view data, const std::filesystem::path& path) {
   const char* p = data.data();
   std::size_t left = data.size();
   while (left > 0) {
     ssize_t n = ::write(fd, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return IoError(path, e);
+      return IoError(path, errno);
     }
     p += n;
     left -= static_cast<std::size_t>(n);
+  }
+  return OkStatus();
+}
+
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, unsigned mode) {
+  auto tmp = TempSibling(path);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return IoError(tmp, errno);
+  if (auto written = WriteAll(fd, data, path); !written) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return written.error();
   }
   ::fchmod(fd, mode);
   if (::fsync(fd) != 0 || ::close(fd) != 0) {

@@ -1,4 +1,5 @@
 // Safe extraction: verify while writing into a private temp directory, rename only on success.
+#include "archive_util.hpp"
 #include "upkeep/packages/extract.hpp"
 
 #include <fcntl.h>
@@ -19,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string Quote(std::string_view s) { return "'" + std::string(s.substr(0, 300)) + "'"; }
+using internal::Quote;
 
 class Fd {
  public:

@@ -15,6 +15,7 @@
 
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/common/hash.hpp"
+#include "archive_util.hpp"
 #include "upkeep/packages/package.hpp"
 
 namespace upkeep::packages {
@@ -25,26 +26,8 @@ constexpr std::size_t kReadBlock = 1u << 20;
 // After the last entry: the 1024-byte end-of-archive marker plus at most a tar record of padding.
 constexpr std::uint64_t kMaxTrailerBytes = 20480;
 
-// libarchive converts names between UTF-8 and the locale's charset; under the default "C" locale
-// non-ASCII names fail (and the 3.6 pax writer crashes on them). This switches the calling
-// thread, and only it, to C.UTF-8 for the duration of a libarchive call sequence.
-class Utf8Locale {
- public:
-  Utf8Locale() {
-    static const locale_t utf8 = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
-    if (utf8) old_ = ::uselocale(utf8);
-  }
-  ~Utf8Locale() {
-    if (old_) ::uselocale(old_);
-  }
-  Utf8Locale(const Utf8Locale&) = delete;
-  Utf8Locale& operator=(const Utf8Locale&) = delete;
-
- private:
-  locale_t old_ = nullptr;
-};
-
-std::string Quote(std::string_view s) { return "'" + std::string(s.substr(0, 300)) + "'"; }
+using internal::Quote;
+using internal::Utf8Locale;
 
 std::string ArchiveMessage(archive* a) {
   const char* msg = archive_error_string(a);

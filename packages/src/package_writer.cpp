@@ -15,6 +15,7 @@
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/common/files.hpp"
 #include "upkeep/common/hash.hpp"
+#include "archive_util.hpp"
 #include "upkeep/packages/package.hpp"
 
 namespace upkeep::packages {
@@ -24,26 +25,8 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kBufferBytes = 1u << 20;
 
-// libarchive converts names between UTF-8 and the locale's charset; under the default "C" locale
-// non-ASCII names fail (and the 3.6 pax writer crashes on them). This switches the calling
-// thread, and only it, to C.UTF-8 for the duration of a libarchive call sequence.
-class Utf8Locale {
- public:
-  Utf8Locale() {
-    static const locale_t utf8 = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
-    if (utf8) old_ = ::uselocale(utf8);
-  }
-  ~Utf8Locale() {
-    if (old_) ::uselocale(old_);
-  }
-  Utf8Locale(const Utf8Locale&) = delete;
-  Utf8Locale& operator=(const Utf8Locale&) = delete;
-
- private:
-  locale_t old_ = nullptr;
-};
-
-std::string Quote(std::string_view s) { return "'" + std::string(s.substr(0, 300)) + "'"; }
+using internal::Quote;
+using internal::Utf8Locale;
 std::string Errno(int e) { return std::strerror(e); }
 
 class Fd {

@@ -1,3 +1,4 @@
+#include "upkeep/common/files.hpp"
 #include "upkeep/tuf/fetcher.hpp"
 
 #include <fcntl.h>
@@ -29,18 +30,7 @@ Status Fetcher::DownloadToFile(const std::string& url, std::uint64_t max_bytes, 
   auto st = Stream(url, max_bytes, [&](std::string_view chunk) -> Status {
     total += chunk.size();
     if (total > max_bytes) return Error(Errc::kLimit, url + ": more than " + std::to_string(max_bytes) + " bytes");
-    const char* p = chunk.data();
-    std::size_t left = chunk.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Error(Errc::kIo, file.string() + ": " + std::strerror(errno));
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
-    return OkStatus();
+    return WriteAll(fd, chunk, file);
   });
   if (st && ::fsync(fd) != 0) st = Error(Errc::kIo, file.string() + ": " + std::strerror(errno));
   if (::close(fd) != 0 && st) st = Error(Errc::kIo, file.string() + ": " + std::strerror(errno));

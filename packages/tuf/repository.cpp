@@ -495,9 +495,9 @@ Expected<TargetInfo> TargetInfo::FromJson(const std::string& path, const Json& j
     TargetInfo t;
     t.path = path;
     UPK_TRY(CheckTargetPath(path));
-    UPK_TRY_ASSIGN(std::int64_t length, GetInt(json, "length"));
-    if (length < 0) return Error(Errc::kParse, "length is negative");
-    t.length = static_cast<std::uint64_t>(length);
+    UPK_TRY_ASSIGN(std::int64_t declared_length, GetInt(json, "length"));
+    if (declared_length < 0) return Error(Errc::kParse, "length is negative");
+    t.length = static_cast<std::uint64_t>(declared_length);
     UPK_TRY_ASSIGN(const Json* hashes, GetObject(json, "hashes"));
     UPK_TRY_ASSIGN(t.sha256, GetString(*hashes, "sha256"));
     UPK_TRY_ASSIGN(t.sha512, GetString(*hashes, "sha512"));

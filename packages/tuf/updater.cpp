@@ -248,17 +248,7 @@ Expected<std::filesystem::path> Updater::DownloadTarget(const TargetFile& info, 
       return Error(Errc::kVerification, "target '" + info.path + "': longer than the " + std::to_string(info.length) +
                                             " bytes its metadata gives");
     }
-    const char* p = chunk.data();
-    std::size_t left = chunk.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Error(Errc::kIo, tmp.string() + ": " + std::strerror(errno));
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
+    UPK_TRY(WriteAll(fd, chunk, tmp));
     if (progress) progress(checker.size(), info.length);
     return OkStatus();
   });

@@ -18,6 +18,9 @@ Expected<std::string> ReadFileBounded(const std::filesystem::path& path, std::ui
 // Writes data to path atomically with the given permission bits.
 Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0644);
 
+// Writes all of data to fd, retrying short writes and EINTR; errors name `path`.
+Status WriteAll(int fd, std::string_view data, const std::filesystem::path& path);
+
 // Makes a fresh temporary sibling path next to `path` (same directory, so rename() is atomic).
 std::filesystem::path TempSibling(const std::filesystem::path& path);
 
