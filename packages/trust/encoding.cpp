@@ -1,0 +1,98 @@
+#include "encoding.hpp"
+
+#include <sodium.h>
+
+#include <mutex>
+
+namespace upkeep::trust::internal {
+
+void EnsureSodium() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // sodium_init returns 1 when already initialised; only -1 is a failure, and then nothing
+    // in this library could work safely.
+    if (sodium_init() < 0) __builtin_trap();
+  });
+}
+
+std::string Base32Lower(std::span<const std::uint8_t> data) {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+  std::string out;
+  out.reserve((data.size() * 8 + 4) / 5);
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (std::uint8_t b : data) {
+    buffer = (buffer << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 31u]);
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out.push_back(kAlphabet[(buffer << (5 - bits)) & 31u]);
+  return out;
+}
+
+std::string Base64Encode(std::span<const std::uint8_t> data) {
+  EnsureSodium();
+  const std::size_t len = sodium_base64_ENCODED_LEN(data.size(), sodium_base64_VARIANT_ORIGINAL);
+  std::string out(len, '\0');
+  sodium_bin2base64(out.data(), len, data.data(), data.size(), sodium_base64_VARIANT_ORIGINAL);
+  out.resize(len - 1);  // drop the terminating NUL libsodium writes
+  return out;
+}
+
+Expected<Bytes> Base64Decode(std::string_view text, std::size_t max_bytes) {
+  EnsureSodium();
+  if (text.size() > (max_bytes / 3 + 1) * 4) {
+    return Error(Errc::kLimit, "base64 text longer than " + std::to_string(max_bytes) + " bytes allow");
+  }
+  Bytes out(text.size() / 4 * 3 + 3);
+  std::size_t n = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(out.data(), out.size(), text.data(), text.size(), nullptr, &n, &end,
+                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != text.data() + text.size()) {
+    return Error(Errc::kParse, "not valid base64");
+  }
+  if (n > max_bytes) return Error(Errc::kLimit, "base64 value larger than " + std::to_string(max_bytes) + " bytes");
+  out.resize(n);
+  return out;
+}
+
+void WipeString(std::string& s) {
+  if (!s.empty()) sodium_memzero(s.data(), s.size());
+}
+
+void WipeJsonStrings(Json& value) {
+  if (value.is_string()) {
+    WipeString(value.get_ref<std::string&>());
+  } else if (value.is_structured()) {
+    for (auto& child : value) WipeJsonStrings(child);
+  }
+}
+
+void PutU16(std::uint8_t* p, std::uint16_t v) {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+
+void PutU32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+}
+
+std::uint16_t GetU16(const std::uint8_t* p) { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+
+std::uint32_t GetU32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+}
+
+bool IsSha256Hex(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace upkeep::trust::internal
