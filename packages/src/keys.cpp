@@ -1,5 +1,7 @@
 #include "upkeep/packages/keys.hpp"
 
+#include <algorithm>
+
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
@@ -113,6 +115,7 @@ Expected<PrivateKey> PrivateKey::FromJson(const Json& json) {
   UPK_TRY_ASSIGN(const Json* keyval, GetObject(json, "keyval"));
   UPK_TRY_ASSIGN(std::string priv_hex, GetString(*keyval, "private"));
   auto seed = FromHex(priv_hex);
+  sodium_memzero(priv_hex.data(), priv_hex.size());
   if (!seed || seed->size() != crypto_sign_SEEDBYTES) return Error(Errc::kParse, "ed25519 private key is not a 32-byte hex seed");
   PrivateKey k;
   unsigned char pk[crypto_sign_PUBLICKEYBYTES];
@@ -144,6 +147,14 @@ Status PrivateKey::Save(const std::filesystem::path& path) const {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0) return Error(Errc::kInvalidArgument, path.string() + ": already exists; refusing to overwrite a key");
   return WriteFileAtomic(path, ToJson().dump(2) + "\n", 0600);
+}
+
+PrivateKey::~PrivateKey() {
+  if (!secret_.empty()) sodium_memzero(secret_.data(), secret_.size());
+}
+
+Bytes PrivateKey::Seed() const {
+  return Bytes(secret_.begin(), secret_.begin() + std::min<std::size_t>(secret_.size(), crypto_sign_SEEDBYTES));
 }
 
 Bytes PrivateKey::Sign(std::string_view message) const {

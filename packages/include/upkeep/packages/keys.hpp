@@ -37,6 +37,13 @@ class PublicKey {
 
 class PrivateKey {
  public:
+  PrivateKey() = default;
+  PrivateKey(const PrivateKey&) = default;
+  PrivateKey(PrivateKey&&) = default;
+  PrivateKey& operator=(const PrivateKey&) = default;
+  PrivateKey& operator=(PrivateKey&&) = default;
+  ~PrivateKey();  // wipes the secret
+
   // A fresh ed25519 key pair from the system's CSPRNG.
   static PrivateKey GenerateEd25519();
   static Expected<PrivateKey> FromJson(const Json& json);
@@ -48,6 +55,8 @@ class PrivateKey {
   const PublicKey& public_key() const { return public_key_; }
   const std::string& keyid() const { return public_key_.keyid(); }
   Bytes Sign(std::string_view message) const;
+  // The 32-byte ed25519 seed (for deriving the X25519 form); callers wipe their copy.
+  Bytes Seed() const;
 
  private:
   PublicKey public_key_;

@@ -3,8 +3,8 @@
 //
 // Appliance id: "apl-" followed by the first 20 bytes of SHA-256(raw 32-byte ed25519 public key)
 // in lower-case RFC 4648 base32 without padding (32 characters), e.g.
-// "apl-5m2a3o...". Anyone holding the public key can recompute it, so an id can't be claimed
-// with someone else's key.
+// "apl-kzdvvj2umnduyauf35o36k6kw462mujv". Anyone holding the public key can recompute it, so an
+// id can't be claimed with someone else's key.
 //
 // An ApplianceIdentity holds private keys (the signing key and the X25519 secret, wiped on
 // destruction); it is move-only and never logs or prints them. Its file is JSON, written 0600
