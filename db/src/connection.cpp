@@ -335,8 +335,10 @@ Expected<Connection> Connection::Open(const ConnectOptions& options) {
     const bool auth = msg.find("authentication failed") != std::string::npos;
     return MakeDbError(auth ? "28P01" : kCannotConnect, "cannot connect to the database: " + msg);
   }
-  // Fixed session settings, so the text the getters parse does not depend on server defaults.
-  auto set = conn.ExecScript("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'");
+  // Fixed session settings, so the text the getters parse does not depend on server defaults;
+  // NOTICEs (e.g. "already exists, skipping" from idempotent DDL) would otherwise go to stderr.
+  auto set = conn.ExecScript(
+      "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET client_min_messages = 'warning'");
   if (!set.ok()) return set.error().Wrap("setting up the session on " + conn.Describe());
   return conn;
 }
