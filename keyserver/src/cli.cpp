@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "upkeep/common/cli_parse.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/files.hpp"
 #include "upkeep/db/migrate.hpp"
@@ -220,19 +221,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   AddSecretOptions(rotate, rotate_args, true);
   rotate->add_option("--role", role, "snapshot, timestamp, director or licence")->required();
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
-    return 0;
-  } catch (const CLI::CallForVersion& e) {
-    out << e.what() << "\n";
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e, out, err);
-    err << "keyserver: " << e.what() << "\nRun 'keyserver --help' or 'keyserver COMMAND --help' for usage.\n";
-    return 2;
-  }
+  if (auto code = ParseCommandLine(app, argc, argv, out, err)) return *code;
   try {
     if (init->parsed()) return RunInit(init_args, out, err);
     if (serve->parsed()) return RunServe(serve_args, out, err);

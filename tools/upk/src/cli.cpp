@@ -2,14 +2,15 @@
 
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <iostream>
+
+#include "upkeep/common/cli_parse.hpp"
 
 namespace upkeep::upk {
 
 int Context::Fail(const Error& error) const {
   if (json) {
-    *out << Json{{"error", {{"code", ErrcName(error.code()), }, {"message", error.message()}}}}.dump() << "\n";
+    *out << Json{{"error", {{"code", ErrcName(error.code())}, {"message", error.message()}}}}.dump() << "\n";
   } else {
     *err << "upk: error: " << error.message() << "\n";
   }
@@ -62,23 +63,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   AddPackageCommands(app, ctx);
   AddPlanCommand(app, ctx);
   AddRepoCommands(app, ctx);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    out << app.help();
-    return 0;
-  } catch (const CLI::CallForAllHelp& e) {
-    out << app.help("", CLI::AppFormatMode::All);
-    return 0;
-  } catch (const CLI::CallForVersion& e) {
-    out << e.what() << "\n";
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    // Help requested on a subcommand arrives here too, with exit code 0.
-    if (e.get_exit_code() == 0) return app.exit(e, out, err);
-    err << "upk: " << e.what() << "\n" << "Run 'upk --help' or 'upk COMMAND --help' for usage.\n";
-    return 2;
-  }
+  if (auto code = ParseCommandLine(app, argc, argv, out, err)) return *code;
   ctx.progress_tty = !ctx.json && !ctx.quiet && &err == &std::cerr && ::isatty(STDERR_FILENO);
   if (!ctx.run) {
     err << "upk: no command given; run 'upk --help'\n";
