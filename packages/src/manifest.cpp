@@ -99,6 +99,26 @@ Expected<PayloadEntry> ParseEntry(const Json& j) {
   return e;
 }
 
+bool HasControlChar(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+}
+
+// Canonical JSON writes strings raw (only '"' and '\\' escaped), so a control character would make
+// the signed manifest bytes unparseable by any strict JSON reader: refuse it up front.
+bool HoldsControlChar(const Json& j) {
+  if (j.is_string()) return HasControlChar(j.get_ref<const std::string&>());
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (HasControlChar(it.key()) || HoldsControlChar(it.value())) return true;
+    }
+  } else if (j.is_array()) {
+    for (const auto& e : j) {
+      if (HoldsControlChar(e)) return true;
+    }
+  }
+  return false;
+}
+
 const std::set<std::string>& KnownFields() {
   static const std::set<std::string> k = {"name", "version", "kind", "requires", "upgrades_from",
                                           "client_upgrade", "settle_hours", "description", "payload"};
@@ -110,6 +130,9 @@ const std::set<std::string>& KnownFields() {
 Expected<Manifest> Manifest::FromJson(const Json& j) {
   if (!j.is_object()) return Error(Errc::kParse, "manifest is not a JSON object");
   if (!CanonicalJson(j)) return Error(Errc::kParse, "manifest holds floating-point numbers, which cannot be signed canonically");
+  if (HoldsControlChar(j)) {
+    return Error(Errc::kParse, "manifest holds a control character (tab, newline, ...) in a string, which canonical JSON cannot carry");
+  }
   Manifest m;
   UPK_TRY_ASSIGN(m.name, GetString(j, "name"));
   if (!IsValidPackageName(m.name)) {

@@ -60,6 +60,8 @@ TEST(ManifestTest, RefusesHostileOrMalformedFields) {
       R"({"name": "base", "version": "1.0.0", "kind": "base", "settle_hours": 1.5})",
       R"({"name": "base", "version": "1.0.0", "kind": "base", "requires": [{"name": "x"}]})",
       R"([1,2,3])",
+      "{\"name\": \"base\", \"version\": \"1.0.0\", \"kind\": \"base\", \"description\": \"two\\nlines\"}",
+      "{\"name\": \"base\", \"version\": \"1.0.0\", \"kind\": \"base\", \"x\\ty\": 1}",
   };
   for (const char* c : cases) {
     auto m = Manifest::Parse(c);
