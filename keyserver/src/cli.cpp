@@ -3,7 +3,6 @@
 #include <sodium.h>
 
 #include <CLI/CLI.hpp>
-#include <charconv>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -83,23 +82,6 @@ int Fail(std::ostream& err, const Error& error, std::optional<int> code = std::n
   return code ? *code : error.ExitCode();
 }
 
-Expected<net::Endpoint> ParseListen(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    return Error(Errc::kInvalidArgument, "--listen: expected ADDRESS:PORT, got '" + text + "'");
-  }
-  std::string address = text.substr(0, colon);
-  if (address.size() > 2 && address.front() == '[' && address.back() == ']') address = address.substr(1, address.size() - 2);
-  unsigned port = 0;
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(begin, end, port);
-  if (ec != std::errc() || ptr != end || port > 65535) {
-    return Error(Errc::kInvalidArgument, "--listen: bad port in '" + text + "'");
-  }
-  return net::Endpoint{address, static_cast<std::uint16_t>(port), false};
-}
-
 int RunInit(const SecretArgs& args, std::ostream& out, std::ostream& err) {
   if (auto st = CheckSecretGiven(args); !st.ok()) return Fail(err, st.error());
   Unlock unlock;
@@ -140,7 +122,7 @@ struct ServeArgs {
 
 int RunServe(const ServeArgs& args, std::ostream& out, std::ostream& err) {
   if (auto st = CheckSecretGiven(args.secret); !st.ok()) return Fail(err, st.error());
-  auto endpoint = ParseListen(args.listen);
+  auto endpoint = net::ParseEndpoint(args.listen);
   if (!endpoint.ok()) return Fail(err, endpoint.error());
   ServiceConfig config;
   if (!args.config.empty()) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <condition_variable>
 #include <csignal>
@@ -1278,5 +1279,22 @@ void Server::StopOnSignals(std::chrono::milliseconds grace) {
 }
 
 MetricsRegistry& Server::metrics() { return *impl_->registry; }
+
+Expected<Endpoint> ParseEndpoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    return Error(Errc::kInvalidArgument, "--listen: expected ADDRESS:PORT, got '" + text + "'");
+  }
+  std::string address = text.substr(0, colon);
+  if (address.size() > 2 && address.front() == '[' && address.back() == ']') address = address.substr(1, address.size() - 2);
+  unsigned port = 0;
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, port);
+  if (ec != std::errc() || ptr != end || port > 65535) {
+    return Error(Errc::kInvalidArgument, "--listen: bad port in '" + text + "'");
+  }
+  return Endpoint{address, static_cast<std::uint16_t>(port), false};
+}
 
 }  // namespace upkeep::net

@@ -1,7 +1,6 @@
 #include "upkeep/updater/cli.hpp"
 
 #include <CLI/CLI.hpp>
-#include <charconv>
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -25,23 +24,6 @@ int Fail(std::ostream& err, const Error& error, std::optional<int> code = std::n
   return code ? *code : error.ExitCode();
 }
 
-Expected<net::Endpoint> ParseListen(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    return Error(Errc::kInvalidArgument, "--listen: expected ADDRESS:PORT, got '" + text + "'");
-  }
-  std::string address = text.substr(0, colon);
-  if (address.size() > 2 && address.front() == '[' && address.back() == ']') address = address.substr(1, address.size() - 2);
-  unsigned port = 0;
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(begin, end, port);
-  if (ec != std::errc() || ptr != end || port > 65535) {
-    return Error(Errc::kInvalidArgument, "--listen: bad port in '" + text + "'");
-  }
-  return net::Endpoint{address, static_cast<std::uint16_t>(port), false};
-}
-
 struct ServeArgs {
   std::string repo;
   std::string listen;
@@ -51,7 +33,7 @@ struct ServeArgs {
 };
 
 int RunServe(const ServeArgs& args, std::ostream& out, std::ostream& err) {
-  auto endpoint = ParseListen(args.listen);
+  auto endpoint = net::ParseEndpoint(args.listen);
   if (!endpoint.ok()) return Fail(err, endpoint.error(), 2);
   if (args.tls_cert.empty() != args.tls_key.empty()) {
     return Fail(err, Error(Errc::kInvalidArgument, "--tls-cert and --tls-key go together"), 2);

@@ -40,6 +40,10 @@ struct Endpoint {
   bool tls = false;                   // needs ServerOptions::tls
 };
 
+// Parses "ADDRESS:PORT" as given to a daemon's --listen ("127.0.0.1:8443", "[::1]:0"; port 0 picks
+// an ephemeral port). Errors name the flag and the text.
+Expected<Endpoint> ParseEndpoint(const std::string& text);
+
 struct TlsOptions {
   std::filesystem::path certificate_chain;  // PEM: leaf first, then intermediates
   std::filesystem::path private_key;        // PEM, unencrypted
