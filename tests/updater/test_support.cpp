@@ -92,7 +92,7 @@ std::optional<std::string> HttpReply::Header(std::string_view name) const {
 }
 
 HttpReply Call(std::uint16_t port, std::string_view method, std::string_view target,
-               const std::vector<std::pair<std::string, std::string>>& headers) {
+               const std::vector<std::pair<std::string, std::string>>& headers, std::string_view body) {
   HttpReply reply;
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return reply;
@@ -110,7 +110,11 @@ HttpReply Call(std::uint16_t port, std::string_view method, std::string_view tar
   std::string request = std::string(method) + " " + std::string(target) +
                         " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   for (const auto& [name, value] : headers) request += name + ": " + value + "\r\n";
+  if (!body.empty() || method == "POST" || method == "PUT") {
+    request += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
   request += "\r\n";
+  request += body;
   std::size_t sent = 0;
   while (sent < request.size()) {
     ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);

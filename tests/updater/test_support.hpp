@@ -40,6 +40,6 @@ struct HttpReply {
 
 // One request on its own connection (Connection: close); `target` is sent exactly as given.
 HttpReply Call(std::uint16_t port, std::string_view method, std::string_view target,
-               const std::vector<std::pair<std::string, std::string>>& headers = {});
+               const std::vector<std::pair<std::string, std::string>>& headers = {}, std::string_view body = {});
 
 }  // namespace upkeep::updater::test
