@@ -130,6 +130,7 @@ std::string_view StatusReason(int status) {
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
     case 505: return "HTTP Version Not Supported";
+    case 507: return "Insufficient Storage";
     default: return "Unknown";
   }
 }
@@ -384,6 +385,7 @@ HeadResult ParseRequestHead(std::string_view data, const ParseLimits& limits, Re
       if (!n) return Fail(400, "bad Content-Length '" + Printable(value) + "'");
       if (have_length) return Fail(400, "more than one Content-Length");
       have_length = true;
+      out.has_content_length_ = true;
       out.content_length_ = *n;
     } else if (EqualsIgnoreCase(name, "transfer-encoding")) {
       have_te = true;

@@ -17,8 +17,10 @@
 #include <cerrno>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -27,6 +29,7 @@
 #include <asio.hpp>
 #include <asio/ssl.hpp>
 
+#include "upkeep/common/hash.hpp"
 #include "upkeep/net/server.hpp"
 
 namespace upkeep::net {
@@ -34,6 +37,7 @@ namespace upkeep::net {
 // The server fills in what routing and the connection know; Request keeps these private.
 struct RequestAccess {
   static std::string& body(Request& r) { return r.body_; }
+  static std::optional<Request::BodyFile>& body_file(Request& r) { return r.body_file_; }
   static std::vector<std::pair<std::string, std::string>>& params(Request& r) { return r.params_; }
   static std::string& suffix(Request& r) { return r.path_suffix_; }
   static std::string& remote(Request& r) { return r.remote_; }
@@ -47,7 +51,7 @@ using TimePoint = SteadyClock::time_point;
 
 constexpr std::size_t kInlineBodyBytes = 16 * 1024;   // string bodies copied behind the head: one write
 constexpr std::size_t kInlineFileBytes = 64 * 1024;    // file ranges read into memory instead of sendfile
-constexpr std::size_t kTlsFileChunk = 256 * 1024;
+constexpr std::size_t kTlsFileChunk = 256 * 1024;  // also the read buffer of body_to_file uploads
 constexpr std::uint64_t kSendfileTurn = 8 * 1024 * 1024;  // then yield to other connections
 constexpr std::size_t kMaxLingerBytes = 1024 * 1024;
 constexpr int kStatusSlots = 900;  // statuses 100..999
@@ -134,6 +138,8 @@ struct Route {
   AsyncHandler async_handler;
   std::size_t max_body = 0;
   bool use_pool = false;
+  std::optional<std::filesystem::path> body_to_file;
+  std::function<std::optional<Response>(const Request&)> precheck;
   bool builtin = false;  // /healthz, /metrics: outside the in-flight limit
   Histogram* latency = nullptr;
   std::unique_ptr<std::atomic<Counter*>[]> by_status;
@@ -272,6 +278,9 @@ class Connection final : public ConnectionBase {
       io_.conns.erase(this);
       if (counted_) impl_->live->open_connections.fetch_sub(1, std::memory_order_relaxed);
     }
+    // Nobody else can use the descriptor now (a pending fsync held a reference to us).
+    upload_syncing_ = false;
+    DiscardUpload();
   }
 
   void Start() {
@@ -327,6 +336,8 @@ class Connection final : public ConnectionBase {
   void Close() override {
     if (state_ == State::kClosed) return;
     state_ = State::kClosed;
+    // A partial upload goes now; a complete one stays while its handler may still use it.
+    if (!handler_running_) DiscardUpload();
     asio::error_code ec;
     Sock().close(ec);
     io_.conns.erase(this);
@@ -335,6 +346,8 @@ class Connection final : public ConnectionBase {
 
   void Complete(Response response, std::uint64_t generation) override {
     if (generation != generation_) return;
+    handler_running_ = false;
+    DiscardUpload();  // answered: whatever the handler left at body_file().path goes
     if (holds_in_flight_) {
       holds_in_flight_ = false;
       impl_->live->in_flight.fetch_sub(1, std::memory_order_relaxed);
@@ -428,12 +441,14 @@ class Connection final : public ConnectionBase {
       case 400: return "bad_request";
       case 404: return "not_found";
       case 405: return "method_not_allowed";
+      case 411: return "length_required";
       case 413: return "body_too_large";
       case 417: return "expectation_failed";
       case 431: return "header_too_large";
       case 501: return "not_implemented";
       case 503: return "overloaded";
       case 505: return "version_not_supported";
+      case 507: return "insufficient_storage";
       default: return "internal";
     }
   }
@@ -452,6 +467,27 @@ class Connection final : public ConnectionBase {
                            std::to_string(max_body),
                        true);
     }
+    bool to_file = route_ && route_->body_to_file;
+    if (to_file && !req_.has_content_length()) {
+      // Without Content-Length there is no body by HTTP framing; whatever follows can't be trusted
+      // to be a next request, so close.
+      return SendError(411, "length_required", "this route needs a Content-Length", true);
+    }
+    if (route_ && route_->precheck) {
+      std::optional<Response> early;
+      try {
+        early = route_->precheck(req_);
+      } catch (...) {
+        early = Response::JsonError(500, "internal", "precheck failed");
+      }
+      if (early) {
+        // The body stays unread: the connection can't be reused unless there is none.
+        if (length > 0) close_after_ = true;
+        state_ = State::kHandling;
+        return WriteResponse(std::move(*early));
+      }
+    }
+    if (to_file) return BeginUpload();
     if (length == 0) return Dispatch();
     std::string& body = RequestAccess::body(req_);
     body.resize(length);
@@ -487,6 +523,118 @@ class Connection final : public ConnectionBase {
                             });
   }
 
+  // --- streaming a body to a file (RouteOptions::body_to_file) -------------------------------
+
+  void BeginUpload() {
+    // mkostemp: O_EXCL, mode 0600, a random name, so nothing can pre-create or guess the file.
+    std::string name = (*route_->body_to_file / ".upload-XXXXXX").string();
+    int fd = ::mkostemp(name.data(), O_CLOEXEC);
+    if (fd < 0) return UploadFailed(errno, "creating the file");
+    upload_fd_ = fd;
+    upload_path_ = std::move(name);
+    upload_written_ = 0;
+    upload_hash_ = std::make_unique<Hasher>(HashAlgorithm::kSha256);
+    std::uint64_t length = req_.content_length();
+    std::size_t have = static_cast<std::size_t>(std::min<std::uint64_t>(end_ - begin_, length));
+    if (have > 0) {
+      if (!WriteUpload(buf_.data() + begin_, have)) return;
+      begin_ += have;
+    }
+    state_ = State::kBody;
+    deadline_ = SteadyClock::now() + impl_->opt.body_timeout;
+    if (upload_written_ == length) return SyncUpload();
+    if (req_.expects_continue() && have == 0) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(stream_, asio::buffer(kContinue.data(), kContinue.size()),
+                        [self = Self()](const asio::error_code& ec, std::size_t) {
+                          if (self->state_ == State::kClosed) return;
+                          if (ec) return self->Close();
+                          self->ReadUpload();
+                        });
+      return;
+    }
+    ReadUpload();
+  }
+
+  void ReadUpload() {
+    if (!file_buf_) file_buf_ = std::make_unique<char[]>(kTlsFileChunk);
+    std::size_t want = static_cast<std::size_t>(
+        std::min<std::uint64_t>(req_.content_length() - upload_written_, kTlsFileChunk));
+    stream_.async_read_some(asio::buffer(file_buf_.get(), want), [self = Self()](const asio::error_code& ec,
+                                                                                 std::size_t n) {
+      if (self->state_ == State::kClosed) return;
+      if (ec) return self->Close();  // the client went away mid-body: Close removes the file
+      if (!self->WriteUpload(self->file_buf_.get(), n)) return;
+      // A stall limit rather than a total: a multi-GiB body may rightly take minutes.
+      self->deadline_ = SteadyClock::now() + self->impl_->opt.body_timeout;
+      if (self->upload_written_ == self->req_.content_length()) return self->SyncUpload();
+      self->ReadUpload();
+    });
+  }
+
+  bool WriteUpload(const char* data, std::size_t n) {
+    upload_hash_->Update(std::string_view(data, n));
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t w = ::write(upload_fd_, data + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        UploadFailed(w < 0 ? errno : EIO, "writing the file");
+        return false;
+      }
+      done += static_cast<std::size_t>(w);
+    }
+    upload_written_ += n;
+    return true;
+  }
+
+  // fsync on the worker pool: flushing gigabytes of dirty pages can take seconds.
+  void SyncUpload() {
+    deadline_ = TimePoint::max();  // the client has sent everything; the wait is ours
+    upload_syncing_ = true;
+    asio::post(*impl_->pool, [self = Self(), fd = upload_fd_] {
+      int err = ::fsync(fd) == 0 ? 0 : errno;
+      self->io_.PostFromOutside([self, err] { self->OnUploadSynced(err); });
+    });
+  }
+
+  void OnUploadSynced(int err) {
+    upload_syncing_ = false;
+    if (state_ == State::kClosed) return DiscardUpload();
+    if (err != 0) return UploadFailed(err, "syncing the file");
+    ::close(upload_fd_);
+    upload_fd_ = -1;
+    file_buf_.reset();  // an idle keep-alive connection shouldn't hold 256 KiB
+    RequestAccess::body_file(req_) = Request::BodyFile{upload_path_, upload_written_, upload_hash_->FinishHex()};
+    Dispatch();
+  }
+
+  void UploadFailed(int err, const char* what) {
+    DiscardUpload();
+    if (err == ENOSPC || err == EDQUOT) {
+      return SendError(507, "insufficient_storage",
+                       std::string("no space left to store the request body (") + what + ")", true);
+    }
+    // The message names the step and errno, never the server's directory.
+    SendError(500, "internal",
+              std::string("could not store the request body: ") + what + ": " +
+                  std::error_code(err, std::generic_category()).message(),
+              true);
+  }
+
+  // Removes the upload's file (if still at its temporary path) and closes its descriptor unless
+  // an fsync on the pool still uses it (then OnUploadSynced or the destructor closes it).
+  void DiscardUpload() {
+    if (upload_fd_ >= 0 && !upload_syncing_) {
+      ::close(upload_fd_);
+      upload_fd_ = -1;
+    }
+    if (!upload_path_.empty()) {
+      ::unlink(upload_path_.c_str());  // ENOENT when the handler renamed it away: fine
+      upload_path_.clear();
+    }
+  }
+
   // --- handling ----------------------------------------------------------------------------
 
   void Dispatch() {
@@ -518,6 +666,7 @@ class Connection final : public ConnectionBase {
       holds_in_flight_ = true;
     }
     std::uint64_t generation = ++generation_;
+    handler_running_ = true;
     Route* route = route_;
     if (route->async_handler) {
       try {
@@ -589,6 +738,7 @@ class Connection final : public ConnectionBase {
   }
 
   void WriteResponse(Response response) {
+    DiscardUpload();  // no handler runs or ran past this point: an upload file is no longer needed
     resp_ = std::move(response);
     state_ = State::kWriting;
     deadline_ = SteadyClock::now() + impl_->opt.send_timeout;
@@ -833,7 +983,15 @@ class Connection final : public ConnectionBase {
   bool recorded_ = false;
   bool non_blocking_ = false;
   bool file_pending_ = false;
+  bool handler_running_ = false;  // a handler may still use req_ (and its body file)
   TimePoint start_{};
+
+  // The body_to_file upload in progress (or complete and awaiting its answer).
+  int upload_fd_ = -1;
+  std::string upload_path_;  // non-empty while the server owns a file there
+  std::uint64_t upload_written_ = 0;
+  std::unique_ptr<Hasher> upload_hash_;
+  bool upload_syncing_ = false;
 
   Response resp_;
   int status_ = 0;
@@ -887,6 +1045,7 @@ Status Server::Impl::AddRoute(Method method, std::string pattern, Handler handle
     return Error(Errc::kInvalidArgument, "route pattern '" + pattern + "': " + why);
   };
   if (pattern.empty() || pattern.front() != '/') return bad("must start with '/'");
+  if (options.body_to_file && options.body_to_file->empty()) return bad("body_to_file is an empty path");
   PathEntry* entry = nullptr;
   if (pattern.size() >= 2 && pattern.compare(pattern.size() - 2, 2, "/*") == 0) {
     std::string prefix = pattern.substr(0, pattern.size() - 1);
@@ -940,6 +1099,8 @@ Status Server::Impl::AddRoute(Method method, std::string pattern, Handler handle
   route->async_handler = std::move(async);
   route->max_body = options.max_body_bytes.value_or(opt.default_max_body);
   route->use_pool = options.use_worker_pool;
+  route->body_to_file = std::move(options.body_to_file);
+  route->precheck = std::move(options.precheck);
   route->builtin = builtin;
   route->latency = &registry->GetHistogram("upkeep_http_request_duration_seconds",
                                            "Time from the first request byte to the last response byte",
@@ -1209,7 +1370,9 @@ Status Server::Start() {
     s.acceptors.push_back(std::move(acceptor));
     s.acceptor_tls.push_back(e.tls);
   }
-  bool any_pool = std::any_of(s.routes.begin(), s.routes.end(), [](const auto& r) { return r->use_pool; });
+  // Uploads to files fsync on the pool, so a large flush never stalls an I/O thread.
+  bool any_pool = std::any_of(s.routes.begin(), s.routes.end(),
+                              [](const auto& r) { return r->use_pool || r->body_to_file.has_value(); });
   if (any_pool) s.pool = std::make_unique<asio::thread_pool>(std::max(1u, s.opt.worker_threads));
   for (auto& t : s.threads) {
     IoThread* raw = t.get();

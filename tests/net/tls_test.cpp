@@ -8,6 +8,7 @@
 #include <random>
 
 #include "test_client.hpp"
+#include "upkeep/common/hash.hpp"
 #include "upkeep/net/server.hpp"
 #include "upkeep/net/testing_cert.hpp"
 
@@ -44,6 +45,17 @@ class TlsTest : public ::testing::Test {
                           if (!f.ok()) return Response::FromError(f.error());
                           return Response::FromFile(std::move(f).value(), "application/octet-stream");
                         }).ok());
+    std::filesystem::create_directories(dir_ / "incoming");
+    RouteOptions upload;
+    upload.max_body_bytes = 16 * 1024 * 1024;
+    upload.body_to_file = dir_ / "incoming";
+    ASSERT_TRUE(server_->Handle(Method::kPut, "/upload", [](const Request& r) {
+                          const auto& f = r.body_file();
+                          if (!f) return Response::Text(500, "no file");
+                          auto digest = HashFile(f->path);
+                          bool same = digest.ok() && digest->sha256_hex == f->sha256_hex && digest->size == f->size;
+                          return Response::Text(200, f->sha256_hex + (same ? " same" : " differs"));
+                        }, upload).ok());
     auto st = server_->Start();
     ASSERT_TRUE(st.ok()) << st.error().message();
     tls_port_ = server_->ports()[0];
@@ -123,6 +135,21 @@ TEST_F(TlsTest, FileBodiesAndRangesOverTls) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 206);
   EXPECT_TRUE(r->body == content_.substr(100000));
+}
+
+TEST_F(TlsTest, BodyToFileUploadsOverTls) {
+  RawClient c(tls_port_, ClientContext());
+  ASSERT_TRUE(c.connected());
+  std::string body = content_ + content_ + content_;  // 2.1 MiB: many TLS records and read chunks
+  auto r = c.Request("PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\n\r\n" + body);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, Sha256Hex(body) + " same");
+  r = c.Request(Get("/hello"));  // keep-alive after the upload
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "incoming"));
 }
 
 TEST_F(TlsTest, PlaintextOrGarbageOnTheTlsPortIsDropped) {

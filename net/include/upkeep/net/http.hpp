@@ -121,8 +121,21 @@ class Request {
     return {View(headers_[i].first), View(headers_[i].second)};
   }
 
+  // The body, for routes that read it into memory; always empty on RouteOptions::body_to_file routes.
   const std::string& body() const { return body_; }
   std::uint64_t content_length() const { return content_length_; }
+  // Whether the request carried a Content-Length header (absent means no body).
+  bool has_content_length() const { return has_content_length_; }
+
+  // The body as a file, for RouteOptions::body_to_file routes (nullopt on other routes).
+  struct BodyFile {
+    std::filesystem::path path;  // a file in body_to_file's dir, 0600, fully written and fsync'd
+    std::uint64_t size = 0;
+    std::string sha256_hex;      // of the whole body, computed while it was written
+  };
+  // The handler may rename() the file elsewhere (same filesystem) to keep it; whatever is still at
+  // `path` when the request is answered is deleted by the server.
+  const std::optional<BodyFile>& body_file() const { return body_file_; }
   // Whether the client wants the connection kept open after this request.
   bool keep_alive() const { return keep_alive_; }
   bool expects_continue() const { return expect_continue_; }
@@ -150,9 +163,11 @@ class Request {
   int version_minor_ = 1;
   std::vector<std::pair<Span, Span>> headers_;
   std::uint64_t content_length_ = 0;
+  bool has_content_length_ = false;
   bool keep_alive_ = true;
   bool expect_continue_ = false;
   std::string body_;
+  std::optional<BodyFile> body_file_;
   std::vector<std::pair<std::string, std::string>> params_;
   std::string path_suffix_;
   std::string remote_;

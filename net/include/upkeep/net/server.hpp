@@ -92,6 +92,23 @@ struct ServerOptions {
 struct RouteOptions {
   std::optional<std::size_t> max_body_bytes;  // default ServerOptions::default_max_body
   bool use_worker_pool = false;               // run the (sync) handler on the worker pool
+  // Stream the body into a new file in this directory instead of memory (see Request::body_file()).
+  // The route's max_body_bytes still bounds it (413 before any byte is read when Content-Length
+  // is larger). Content-Length is required (411 Length Required otherwise).
+  //
+  // The body is read through one fixed 256 KiB buffer per connection, hashed (SHA-256) and written
+  // to the file on the connection's I/O thread, one chunk per read (page-cache writes, short);
+  // the final fsync runs on the worker pool so a large flush stalls no other connection. The
+  // body_timeout is rearmed on every chunk (a stall limit, not a total), since a multi-GiB upload
+  // can legitimately take longer. A disconnect, a stall, a write error (507 for ENOSPC/EDQUOT,
+  // 500 otherwise) or a server stop removes the partial file and runs no handler.
+  std::optional<std::filesystem::path> body_to_file;
+  // Runs on the I/O thread once the head is parsed and the route matched (after the 411/413
+  // checks), before any body byte is read (and before "100 Continue" is sent for Expect:
+  // 100-continue). Returning a Response answers with it at once (e.g. 401/403/409) and the body
+  // is not read (then the connection is closed unless the body is empty). Must be quick and
+  // non-blocking (in-memory checks only). A precheck that throws answers 500.
+  std::function<std::optional<Response>(const Request&)> precheck;
 };
 
 namespace detail {
