@@ -1318,6 +1318,13 @@ Status Server::HandleAsync(Method method, std::string pattern, AsyncHandler hand
   return impl_->AddRoute(method, std::move(pattern), {}, std::move(handler), options, false);
 }
 
+std::vector<std::pair<Method, std::string>> Server::Routes() const {
+  std::lock_guard lock(impl_->mu);
+  std::vector<std::pair<Method, std::string>> out;
+  for (const auto& route : impl_->routes) out.emplace_back(route->method, route->pattern);
+  return out;
+}
+
 Status Server::Start() {
   Impl& s = *impl_;
   {

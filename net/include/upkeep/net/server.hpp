@@ -155,6 +155,10 @@ class Server {
   Status Handle(Method method, std::string pattern, Handler handler, RouteOptions options = {});
   Status HandleAsync(Method method, std::string pattern, AsyncHandler handler, RouteOptions options = {});
 
+  // Every registered (method, pattern), built-ins included, in registration order: lets a
+  // daemon's tests check its routes against its API document.
+  std::vector<std::pair<Method, std::string>> Routes() const;
+
   // Binds every endpoint, loads the TLS certificate, starts the threads.
   Status Start();
   // The bound port of each endpoint, in ServerOptions::endpoints order (after Start()).
