@@ -98,7 +98,9 @@ int RunInit(const SecretArgs& args, std::ostream& out, std::ostream& err) {
 int RunRotate(const SecretArgs& args, const std::string& role_name, std::ostream& out, std::ostream& err) {
   if (auto st = CheckSecretGiven(args); !st.ok()) return Fail(err, st.error());
   auto role = ParseRole(role_name);
-  if (!role) return Fail(err, Error(Errc::kInvalidArgument, "--role must be snapshot, timestamp, director or licence"));
+  if (!role) {
+    return Fail(err, Error(Errc::kInvalidArgument, "--role must be snapshot, timestamp, director, licence or content"));
+  }
   Unlock unlock;
   if (auto st = unlock.Read(args); !st.ok()) return Fail(err, st.error());
   auto result = RotateKey(args.state, unlock.wrapping(), *role);
@@ -107,6 +109,9 @@ int RunRotate(const SecretArgs& args, const std::string& role_name, std::ostream
   if (*role == Role::kSnapshot || *role == Role::kTimestamp) {
     err << "keyserver: new " << role_name << " key; re-sign the TUF root with this key (upk, offline) and "
         << "restart the keyserver\n";
+  } else if (*role == Role::kContent) {
+    // Retired content keys still open what was sealed to them, so nothing published breaks.
+    err << "keyserver: new content key; seal new releases to its x25519_public and restart the keyserver\n";
   } else {
     err << "keyserver: new " << role_name << " key; distribute its public key and restart the keyserver\n";
   }
@@ -187,7 +192,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   app.set_version_flag("--version", "keyserver 0.1.0");
 
   SecretArgs init_args;
-  auto* init = app.add_subcommand("init", "Create a state directory: four encrypted keys and two tokens");
+  auto* init = app.add_subcommand("init", "Create a state directory: five encrypted keys and two tokens");
   AddSecretOptions(init, init_args, true);
 
   ServeArgs serve_args;
@@ -201,7 +206,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   std::string role;
   auto* rotate = app.add_subcommand("rotate", "Replace one role's key; the old one is kept as retired");
   AddSecretOptions(rotate, rotate_args, true);
-  rotate->add_option("--role", role, "snapshot, timestamp, director or licence")->required();
+  rotate->add_option("--role", role, "snapshot, timestamp, director, licence or content")->required();
 
   if (auto code = ParseCommandLine(app, argc, argv, out, err)) return *code;
   try {

@@ -1,5 +1,6 @@
 #include "upkeep/keyserver/service.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <set>
@@ -8,6 +9,7 @@
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/db/errors.hpp"
 #include "upkeep/db/transaction.hpp"
+#include "upkeep/trust/content_key.hpp"
 #include "upkeep/trust/documents.hpp"
 #include "upkeep/trust/identity.hpp"
 #include "upkeep/tuf/metadata.hpp"
@@ -27,6 +29,8 @@ constexpr std::size_t kMaxLicenceKeyBytes = 64;
 constexpr std::size_t kMaxReasonBytes = 500;
 constexpr std::int64_t kMaxAuditLimit = 1000;
 constexpr std::int64_t kDefaultAuditLimit = 100;
+// One page of the revocation feed; the updater asks again from the last revoked_at when truncated.
+constexpr std::int64_t kMaxRevocations = 10000;
 
 Response Err(int status, std::string_view code, std::string_view message) {
   return Response::JsonError(status, code, message);
@@ -555,16 +559,38 @@ struct Service::Impl {
     auto json = ParseJson(req.body());
     if (!json.ok()) return Err(400, "malformed_json", "request body is not valid JSON: " + json.error().message());
     if (!json->is_object()) return Err(400, "invalid_body", "request body must be the assignment's 'signed' object");
-    const Json& body = *json;
+    Json body = std::move(json).value();
     SysTime expires{};
     if (auto r = CheckTypeAndExpiry(body, trust::kAssignmentType, config.max_assignment_expiry, &expires)) return *r;
     auto assignment = trust::Assignment::FromJson(body);
     if (!assignment.ok()) return Err(400, "invalid_assignment", assignment.error().message());
     const std::string id = assignment->appliance_id;
+
+    // The updater hands over content keys sealed to the keyserver's content key; open them all
+    // before touching the database, so a bad one costs nothing and writes nothing. The plaintext
+    // keys live only in these wiping ContentKeys until they are re-sealed below.
+    std::vector<std::optional<trust::ContentKey>> content_keys;
+    content_keys.reserve(assignment->steps.size());
+    for (std::size_t i = 0; i < assignment->steps.size(); ++i) {
+      const trust::AssignmentStep& step = assignment->steps[i];
+      if (step.sealed_content_key.empty()) {
+        content_keys.emplace_back();
+        continue;
+      }
+      auto opened = keys.OpenContentKey(step.sealed_content_key);
+      if (!opened.ok()) {
+        return Err(400, "invalid_content_key",
+                   "steps[" + std::to_string(i) + "] (package " + step.name + "): " + opened.error().message());
+      }
+      content_keys.emplace_back(std::move(opened).value());
+    }
+
     const SysTime now = clock.Now();
     auto done = Transact<Json>("sign assignment", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
       // FOR SHARE: a revocation waits for this signature or happens before it, never in between.
-      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT status FROM appliances WHERE appliance_id = $1 FOR SHARE", id));
+      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT status, public_key::text AS public_key FROM appliances "
+                                          "WHERE appliance_id = $1 FOR SHARE",
+                                          id));
       if (r.rows() == 0) {
         reject = Err(404, "unknown_appliance", "no appliance " + id);
         return Error(Errc::kNotFound, "rejected");
@@ -574,18 +600,74 @@ struct Service::Impl {
         reject = Err(403, "appliance_revoked", "appliance " + id + " is revoked");
         return Error(Errc::kPolicy, "rejected");
       }
-      auto envelope = SignEnvelope(body, keys.signer(Role::kDirector));
+      Json signed_body = body;
+      std::size_t resealed = 0;
+      if (std::any_of(content_keys.begin(), content_keys.end(), [](const auto& k) { return k.has_value(); })) {
+        // The key stored at enrolment, re-checked: the id is derived from it, so a mismatch
+        // means a corrupted row, and sealing to it would hand the key to someone else.
+        UPK_TRY_ASSIGN(std::string key_text, r.Get<std::string>(0, "public_key"));
+        UPK_TRY_ASSIGN(Json key_json, ParseJson(key_text));
+        UPK_TRY_ASSIGN(trust::AppliancePublicKey appliance, trust::AppliancePublicKey::FromJson(key_json));
+        if (appliance.appliance_id() != id) {
+          return Error(Errc::kInternal, "stored public key of " + id + " does not match its id");
+        }
+        for (std::size_t i = 0; i < content_keys.size(); ++i) {
+          if (!content_keys[i]) continue;
+          std::string sealed = trust::SealContentKey(*content_keys[i], appliance);
+          if (sealed.empty()) return Error(Errc::kInternal, "cannot seal a content key to " + id);
+          signed_body["steps"][i]["sealed_content_key"] = std::move(sealed);
+          ++resealed;
+        }
+      }
+      auto envelope = SignEnvelope(signed_body, keys.signer(Role::kDirector));
       if (!envelope.ok()) {
         reject = Err(400, "invalid_assignment", envelope.error().message());
         return Error(Errc::kInvalidArgument, "rejected");
       }
       UPK_TRY(InsertAudit(c, now, Actor::kUpdater, "sign.assignment", id,
                           Json{{"state_digest", assignment->state_digest}, {"expires", FormatTimestamp(expires)},
-                               {"steps", assignment->steps.size()}}));
+                               {"steps", assignment->steps.size()}, {"content_keys_resealed", resealed}}));
       return std::move(envelope).value();
     });
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     CountSignature(Role::kDirector);
+    return Response::Json(200, std::get<Json>(done));
+  }
+
+  // The revocation feed the updater polls: revoked appliances since a point in time (inclusive,
+  // so a "since" equal to the previous page's last revoked_at or "now" never misses a row).
+  Response GetRevocations(const Request& req) const {
+    if (auto r = Authorize(req, Actor::kUpdater)) return *r;
+    std::optional<SysTime> since;
+    if (!req.query().empty()) {
+      auto text = req.QueryParam("since");
+      if (!text) return Err(400, "invalid_query", "the only query parameter is 'since' (RFC 3339)");
+      auto parsed = ParseTimestamp(*text);
+      if (!parsed.ok()) return Err(400, "invalid_query", "'since': " + parsed.error().message());
+      since = *parsed;
+    }
+    // Read before the query: a revocation committed during it is then reported again next time
+    // (since <= its revoked_at) rather than skipped.
+    const SysTime now = clock.Now();
+    auto done = Transact<Json>("revocations", [&](db::Connection& c, std::optional<Response>&) -> Expected<Json> {
+      // One row more than a page tells whether the page is truncated.
+      const SysTime from = since.value_or(SysTime{});
+      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT appliance_id, revoked_at FROM appliances "
+                                          "WHERE status = 'revoked' AND revoked_at >= $1 "
+                                          "ORDER BY revoked_at, appliance_id LIMIT $2",
+                                          from, kMaxRevocations + 1));
+      Json revoked = Json::array();
+      const int rows = std::min<int>(r.rows(), static_cast<int>(kMaxRevocations));
+      for (int i = 0; i < rows; ++i) {
+        UPK_TRY_ASSIGN(std::string id, r.Get<std::string>(i, "appliance_id"));
+        UPK_TRY_ASSIGN(SysTime at, r.Get<SysTime>(i, "revoked_at"));
+        revoked.push_back(Json{{"appliance_id", id}, {"revoked_at", FormatTimestamp(at)}});
+      }
+      Json out = {{"revoked", std::move(revoked)}, {"now", FormatTimestamp(now)}};
+      if (r.rows() > rows) out["truncated"] = true;
+      return out;
+    }, db::TxOptions{.read_only = true});
+    if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     return Response::Json(200, std::get<Json>(done));
   }
 
@@ -643,10 +725,18 @@ Service::Service(const KeySet& keys, db::Pool& pool, const Clock& clock, Random&
 Status Service::Register(net::Server& server) {
   impl_->metrics = &server.metrics();
   std::shared_ptr<Impl> impl = impl_;
-  const net::RouteOptions small{.max_body_bytes = impl->config.max_body_bytes, .use_worker_pool = true};
-  const net::RouteOptions large{.max_body_bytes = impl->config.max_metadata_body_bytes, .use_worker_pool = true};
+  // Built field by field rather than with designated initializers: RouteOptions grows fields,
+  // and -Wmissing-field-initializers would turn each addition into a build break here.
+  auto route = [](std::size_t max_body, bool worker_pool) {
+    net::RouteOptions options;
+    options.max_body_bytes = max_body;
+    options.use_worker_pool = worker_pool;
+    return options;
+  };
+  const net::RouteOptions small = route(impl->config.max_body_bytes, true);
+  const net::RouteOptions large = route(impl->config.max_metadata_body_bytes, true);
   UPK_TRY(server.Handle(Method::kGet, "/api/v1/keys", [impl](const Request& r) { return impl->GetKeys(r); },
-                        {.max_body_bytes = impl->config.max_body_bytes}));
+                        route(impl->config.max_body_bytes, false)));
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/licences", [impl](const Request& r) { return impl->CreateLicence(r); },
                         small));
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/enrol", [impl](const Request& r) { return impl->Enrol(r); }, small));
@@ -660,6 +750,8 @@ Status Service::Register(net::Server& server) {
                         [impl](const Request& r) { return impl->SignTuf(r, Role::kSnapshot); }, large));
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/sign/assignment",
                         [impl](const Request& r) { return impl->SignAssignment(r); }, small));
+  UPK_TRY(server.Handle(Method::kGet, "/api/v1/revocations",
+                        [impl](const Request& r) { return impl->GetRevocations(r); }, small));
   UPK_TRY(server.Handle(Method::kGet, "/api/v1/audit", [impl](const Request& r) { return impl->GetAudit(r); }, small));
   return OkStatus();
 }

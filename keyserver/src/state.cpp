@@ -102,6 +102,17 @@ Status WriteState(const fs::path& dir, const Json& state) {
 
 Json KeyJson(const packages::PublicKey& key) { return Json{{"keyid", key.keyid()}, {"public_key", key.ToJson()}}; }
 
+// The X25519 form of a content-role key. The seed copy is wiped whatever happens.
+Expected<trust::ApplianceIdentity> ContentForm(const packages::PrivateKey& key) {
+  Bytes seed = key.Seed();
+  auto identity = trust::ApplianceIdentity::FromSeed(seed);
+  sodium_memzero(seed.data(), seed.size());
+  if (!identity.ok()) return identity.error().Wrap("content key");
+  return identity;
+}
+
+std::string X25519Hex(const trust::ApplianceIdentity& identity) { return ToHex(identity.public_key().x25519()); }
+
 }  // namespace
 
 std::string_view RoleName(Role role) {
@@ -110,6 +121,7 @@ std::string_view RoleName(Role role) {
     case Role::kTimestamp: return "timestamp";
     case Role::kDirector: return "director";
     case Role::kLicence: return "licence";
+    case Role::kContent: return "content";
   }
   return "unknown";
 }
@@ -144,6 +156,10 @@ Expected<Json> InitState(const fs::path& dir, const trust::KeyWrapping& wrapping
     UPK_TRY(trust::SaveEncryptedKey(key, dir / "keys" / file, wrapping));
     roles[std::string(RoleName(role))] = Json{{"current", file}, {"retired", Json::array()}};
     keys_out[std::string(RoleName(role))] = KeyJson(key.public_key());
+    if (role == Role::kContent) {
+      UPK_TRY_ASSIGN(trust::ApplianceIdentity content, ContentForm(key));
+      keys_out[std::string(RoleName(role))]["x25519_public"] = X25519Hex(content);
+    }
   }
 
   Json tokens = Json::object();
@@ -175,8 +191,24 @@ Expected<KeySet> KeySet::Load(const fs::path& dir, const trust::KeyWrapping& wra
     auto key = trust::LoadEncryptedKey(current, wrapping);
     if (!key.ok()) return key.error().Wrap(current.string());
     keys.current = std::move(key).value();
+    if (role == Role::kContent) {
+      auto form = ContentForm(keys.current);
+      if (!form.ok()) return form.error().Wrap(current.string());
+      set.content_.push_back(std::move(form).value());
+    }
     for (const Json& r : entry["retired"]) {
       const fs::path path = dir / "keys" / r.get<std::string>();
+      if (role == Role::kContent) {
+        // Retired content keys stay private: keys sealed to them (releases published before the
+        // rotation) must still be re-sealed to appliances.
+        auto old = trust::LoadEncryptedKey(path, wrapping);
+        if (!old.ok()) return old.error().Wrap(path.string());
+        auto form = ContentForm(*old);
+        if (!form.ok()) return form.error().Wrap(path.string());
+        keys.retired.push_back(old->public_key());
+        set.content_.push_back(std::move(form).value());
+        continue;
+      }
       auto pub = trust::ReadEncryptedKeyPublic(path);
       if (!pub.ok()) return pub.error().Wrap(path.string());
       keys.retired.push_back(std::move(pub).value());
@@ -193,11 +225,31 @@ Json KeySet::PublicJson() const {
   for (const auto& [role, keys] : roles_) {
     Json entry = KeyJson(keys.current.public_key());
     Json retired = Json::array();
-    for (const auto& pub : keys.retired) retired.push_back(KeyJson(pub));
+    for (std::size_t i = 0; i < keys.retired.size(); ++i) {
+      retired.push_back(KeyJson(keys.retired[i]));
+      // content_ holds the current key, then the retired ones in the same order as keys.retired.
+      if (role == Role::kContent) retired.back()["x25519_public"] = X25519Hex(content_.at(i + 1));
+    }
     entry["retired"] = retired;
+    if (role == Role::kContent) entry["x25519_public"] = X25519Hex(content_.front());
     roles[std::string(RoleName(role))] = entry;
   }
   return Json{{"roles", roles}};
+}
+
+Expected<trust::ContentKey> KeySet::OpenContentKey(std::string_view sealed_base64) const {
+  // Current first (the common case), then retired newest first.
+  auto opened = trust::OpenContentKeyWith(sealed_base64, content_.front().public_key().x25519(),
+                                          content_.front().x25519_secret());
+  for (std::size_t i = content_.size() - 1; !opened.ok() && opened.error().code() == Errc::kVerification && i >= 1;
+       --i) {
+    opened = trust::OpenContentKeyWith(sealed_base64, content_[i].public_key().x25519(), content_[i].x25519_secret());
+  }
+  if (!opened.ok() && opened.error().code() == Errc::kVerification) {
+    return Error(Errc::kVerification, "sealed content key is not sealed to this keyserver's content key (current or "
+                                      "retired), or was altered");
+  }
+  return opened;
 }
 
 std::optional<Actor> KeySet::Authenticate(std::string_view token) const {
@@ -244,7 +296,12 @@ Expected<Json> RotateKey(const fs::path& dir, const trust::KeyWrapping& wrapping
     auto pub = trust::ReadEncryptedKeyPublic(dir / "keys" / r.get<std::string>());
     if (pub.ok()) retired.push_back(pub->keyid());
   }
-  return Json{{"role", name}, {"keyid", key.keyid()}, {"public_key", key.public_key().ToJson()}, {"retired", retired}};
+  Json out = {{"role", name}, {"keyid", key.keyid()}, {"public_key", key.public_key().ToJson()}, {"retired", retired}};
+  if (role == Role::kContent) {
+    UPK_TRY_ASSIGN(trust::ApplianceIdentity content, ContentForm(key));
+    out["x25519_public"] = X25519Hex(content);
+  }
+  return out;
 }
 
 }  // namespace upkeep::keyserver

@@ -10,6 +10,7 @@
 #include "upkeep/db/pool.hpp"
 #include "upkeep/db/testing.hpp"
 #include "upkeep/keyserver/service.hpp"
+#include "upkeep/trust/content_key.hpp"
 #include "upkeep/trust/documents.hpp"
 #include "upkeep/trust/identity.hpp"
 #include "upkeep/tuf/metadata.hpp"
@@ -40,7 +41,10 @@ class KeyserverApi : public ::testing::Test {
     KS_ASSERT_OK(db::Migrate(*pool_, "keyserver", Migrations()));
     KS_ASSERT_OK_AND_ASSIGN(auto conn, db_->Connect());
     conn_.emplace(std::move(conn));
+    StartServer();
+  }
 
+  void StartServer() {
     net::ServerOptions options;
     options.endpoints = {net::Endpoint{"127.0.0.1", 0, false}};
     options.io_threads = 1;
@@ -51,6 +55,17 @@ class KeyserverApi : public ::testing::Test {
     KS_ASSERT_OK(server_->Start());
     port_ = server_->ports().at(0);
   }
+  // A keyserver restart with the state on disk, as after `keyserver rotate`.
+  void Restart() {
+    server_->Stop(std::chrono::milliseconds(0));
+    server_.reset();
+    service_.reset();
+    keys_.reset();
+    KS_ASSERT_OK_AND_ASSIGN(KeySet keys, KeySet::Load(tmp_.path() / "state", test::TestWrapping()));
+    keys_.emplace(std::move(keys));
+    StartServer();
+  }
+
   void TearDown() override {
     if (server_) server_->Stop(std::chrono::milliseconds(0));
     server_.reset();
@@ -127,6 +142,27 @@ class KeyserverApi : public ::testing::Test {
     return a.ToJson();
   }
 
+  // The keyserver's current content key (X25519), as the operator's CLI reads it from /keys.
+  trust::X25519PublicKey PublishedContentKey() {
+    HttpReply r = Get("/api/v1/keys");
+    trust::X25519PublicKey out{};
+    auto bytes = FromHex(r.json["roles"]["content"]["x25519_public"].get<std::string>());
+    EXPECT_TRUE(bytes.ok() && bytes->size() == out.size());
+    if (bytes.ok() && bytes->size() == out.size()) std::copy(bytes->begin(), bytes->end(), out.begin());
+    return out;
+  }
+
+  static trust::AssignmentStep Step(const std::string& name, const std::string& sealed) {
+    trust::AssignmentStep step;
+    step.name = name;
+    step.version = packages::Version::Parse("2.1.0").value();
+    step.target_path = name + "-2.1.0.upk.enc";
+    step.length = 4096;
+    step.sha256 = std::string(64, 'a');
+    step.sealed_content_key = sealed;
+    return step;
+  }
+
   packages::PublicKey PublishedKey(const std::string& role) {
     HttpReply r = Get("/api/v1/keys");
     EXPECT_EQ(r.status, 200);
@@ -163,6 +199,12 @@ TEST_F(KeyserverApi, HealthKeysAndMetrics) {
     EXPECT_EQ(keys.json["roles"][std::string(RoleName(role))]["keyid"], keys_->signer(role).keyid());
   }
   EXPECT_EQ(keys.body.find("private"), std::string::npos);
+  // Five roles; the content role also publishes its X25519 form, the key releases are sealed to.
+  EXPECT_EQ(keys.json["roles"].size(), 5u);
+  EXPECT_EQ(keys.json["roles"]["content"]["x25519_public"],
+            ToHex(keys_->content_opener().public_key().x25519()));
+  EXPECT_EQ(keys.json["roles"]["content"]["retired"], Json::array());
+  EXPECT_FALSE(keys.json["roles"]["timestamp"].contains("x25519_public"));
   HttpReply metrics = Get("/metrics");
   EXPECT_EQ(metrics.status, 200);
   EXPECT_NE(metrics.body.find("upkeep_http_requests_total"), std::string::npos);
@@ -487,6 +529,136 @@ TEST_F(KeyserverApi, AuditLogForActionsOnly) {
   // Append-only, enforced by the database.
   EXPECT_FALSE(conn_->Exec("DELETE FROM audit").ok());
   EXPECT_FALSE(conn_->Exec("UPDATE audit SET actor = 'x'").ok());
+}
+
+TEST_F(KeyserverApi, AssignmentContentKeysAreResealedToTheAppliance) {
+  const std::string licence = CreateLicence(clock_.Now() + std::chrono::hours(24 * 30));
+  auto identity = trust::ApplianceIdentity::Generate();
+  ASSERT_EQ(Enrol(identity, licence).status, 200);
+  const auto content_key = trust::ContentKey::Generate();
+  const std::string to_keyserver = trust::SealContentKeyTo(content_key, PublishedContentKey());
+
+  const auto site_key = trust::ContentKey::Generate();
+  trust::Assignment a = trust::Assignment::FromJson(AssignmentBody(identity.appliance_id())).value();
+  a.steps = {Step("base", to_keyserver), Step("site", trust::SealContentKeyTo(site_key, PublishedContentKey()))};
+  HttpReply ok = Post("/api/v1/sign/assignment", a.ToJson().dump(), updater_);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto verified = trust::VerifyAssignment(ok.json.dump(), PublishedKey("director"), clock_,
+                                          {identity.appliance_id(), trust::StateDigest({}), std::nullopt});
+  ASSERT_TRUE(verified.ok()) << verified.error().message();
+  ASSERT_EQ(verified->steps.size(), 2u);
+  const std::string resealed = verified->steps[0].sealed_content_key;
+  EXPECT_NE(resealed, to_keyserver);
+  auto opened = trust::OpenContentKey(resealed, identity);
+  ASSERT_TRUE(opened.ok()) << opened.error().message();
+  EXPECT_TRUE(std::equal(opened->bytes().begin(), opened->bytes().end(), content_key.bytes().begin()));
+  auto opened_site = trust::OpenContentKey(verified->steps[1].sealed_content_key, identity);
+  ASSERT_TRUE(opened_site.ok()) << opened_site.error().message();
+  EXPECT_TRUE(std::equal(opened_site->bytes().begin(), opened_site->bytes().end(), site_key.bytes().begin()));
+  // Only the keys change; the rest of the body is signed as sent.
+  Json expected = a.ToJson();
+  expected["steps"][0]["sealed_content_key"] = resealed;
+  expected["steps"][1]["sealed_content_key"] = verified->steps[1].sealed_content_key;
+  EXPECT_EQ(ok.json["signed"], expected);
+  EXPECT_EQ(AuditCount("sign.assignment"), 1);
+  // trust::Assignment itself refuses a step without a key, before any content key is looked at.
+  Json keyless = a.ToJson();
+  keyless["steps"][1]["sealed_content_key"] = "";
+  EXPECT_EQ(Post("/api/v1/sign/assignment", keyless.dump(), updater_).ErrorCode(), "invalid_assignment");
+
+  // A key sealed to something else than the keyserver's content key: 400, nothing written.
+  auto stranger = trust::ApplianceIdentity::Generate();
+  const std::string before = Dump();
+  a.steps = {Step("base", to_keyserver), Step("site", trust::SealContentKey(content_key, identity.public_key()))};
+  HttpReply wrong = Post("/api/v1/sign/assignment", a.ToJson().dump(), updater_);
+  EXPECT_EQ(wrong.status, 400) << wrong.body;
+  EXPECT_EQ(wrong.ErrorCode(), "invalid_content_key");
+  const std::string message = wrong.json["error"]["message"].get<std::string>();
+  EXPECT_NE(message.find("steps[1]"), std::string::npos) << message;
+  EXPECT_NE(message.find("site"), std::string::npos) << message;
+  a.steps = {Step("base", trust::SealContentKeyTo(content_key, stranger.public_key().x25519()))};
+  EXPECT_EQ(Post("/api/v1/sign/assignment", a.ToJson().dump(), updater_).ErrorCode(), "invalid_content_key");
+  a.steps = {Step("base", "bm90IGEga2V5")};
+  EXPECT_EQ(Post("/api/v1/sign/assignment", a.ToJson().dump(), updater_).ErrorCode(), "invalid_content_key");
+  EXPECT_EQ(Dump(), before);
+  EXPECT_EQ(AuditCount("sign.assignment"), 1);
+}
+
+TEST_F(KeyserverApi, ContentKeySealedBeforeRotationStillReseals) {
+  const std::string licence = CreateLicence(clock_.Now() + std::chrono::hours(24 * 30));
+  auto identity = trust::ApplianceIdentity::Generate();
+  ASSERT_EQ(Enrol(identity, licence).status, 200);
+  const auto content_key = trust::ContentKey::Generate();
+  const trust::X25519PublicKey old_key = PublishedContentKey();
+  const std::string sealed_old = trust::SealContentKeyTo(content_key, old_key);
+
+  KS_ASSERT_OK(RotateKey(tmp_.path() / "state", test::TestWrapping(), Role::kContent));
+  Restart();
+  HttpReply keys = Get("/api/v1/keys");
+  ASSERT_EQ(keys.json["roles"]["content"]["retired"].size(), 1u);
+  EXPECT_EQ(keys.json["roles"]["content"]["retired"][0]["x25519_public"], ToHex(old_key));
+  EXPECT_NE(PublishedContentKey(), old_key);
+
+  trust::Assignment a = trust::Assignment::FromJson(AssignmentBody(identity.appliance_id())).value();
+  a.steps = {Step("base", sealed_old),
+             Step("site", trust::SealContentKeyTo(content_key, PublishedContentKey()))};
+  HttpReply ok = Post("/api/v1/sign/assignment", a.ToJson().dump(), updater_);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  for (int i = 0; i < 2; ++i) {
+    auto opened = trust::OpenContentKey(ok.json["signed"]["steps"][i]["sealed_content_key"].get<std::string>(), identity);
+    ASSERT_TRUE(opened.ok()) << i << ": " << opened.error().message();
+    EXPECT_TRUE(std::equal(opened->bytes().begin(), opened->bytes().end(), content_key.bytes().begin()));
+  }
+}
+
+TEST_F(KeyserverApi, RevocationFeed) {
+  const SysTime start = clock_.Now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    const std::string licence = CreateLicence(clock_.Now() + std::chrono::hours(24 * 30), "C" + std::to_string(i));
+    auto identity = trust::ApplianceIdentity::Generate();
+    ASSERT_EQ(Enrol(identity, licence).status, 200);
+    ids.push_back(identity.appliance_id());
+  }
+  // Revoked in the order 2, 0 (10 minutes later); 1 stays active.
+  ASSERT_EQ(Post("/api/v1/appliances/" + ids[2] + "/revoke", "", admin_).status, 200);
+  const SysTime first = clock_.Now();
+  clock_.Advance(std::chrono::minutes(10));
+  ASSERT_EQ(Post("/api/v1/appliances/" + ids[0] + "/revoke", "", admin_).status, 200);
+  const SysTime second = clock_.Now();
+  clock_.Advance(std::chrono::minutes(1));
+  const std::string before = Dump();
+
+  HttpReply all = Get("/api/v1/revocations", updater_);
+  ASSERT_EQ(all.status, 200) << all.body;
+  ASSERT_EQ(all.json["revoked"].size(), 2u) << all.body;
+  EXPECT_EQ(all.json["revoked"][0]["appliance_id"], ids[2]);
+  EXPECT_EQ(all.json["revoked"][0]["revoked_at"], FormatTimestamp(first));
+  EXPECT_EQ(all.json["revoked"][1]["appliance_id"], ids[0]);
+  EXPECT_EQ(all.json["revoked"][1]["revoked_at"], FormatTimestamp(second));
+  EXPECT_EQ(all.json["now"], FormatTimestamp(clock_.Now()));
+  EXPECT_FALSE(all.json.contains("truncated"));
+
+  HttpReply since_start = Get("/api/v1/revocations?since=" + FormatTimestamp(start), updater_);
+  EXPECT_EQ(since_start.json["revoked"].size(), 2u);
+  // Inclusive: since == revoked_at includes it.
+  HttpReply since_second = Get("/api/v1/revocations?since=" + FormatTimestamp(second), updater_);
+  ASSERT_EQ(since_second.json["revoked"].size(), 1u) << since_second.body;
+  EXPECT_EQ(since_second.json["revoked"][0]["appliance_id"], ids[0]);
+  HttpReply later = Get("/api/v1/revocations?since=" + FormatTimestamp(clock_.Now()), updater_);
+  ASSERT_EQ(later.status, 200);
+  EXPECT_EQ(later.json["revoked"], Json::array());
+
+  for (const std::string query : {"?since=yesterday", "?since=2026-01-01T00:00:00", "?since=", "?limit=3",
+                                  "?since=2026-13-01T00:00:00Z"}) {
+    HttpReply bad = Get("/api/v1/revocations" + query, updater_);
+    EXPECT_EQ(bad.status, 400) << query << " -> " << bad.body;
+    EXPECT_EQ(bad.ErrorCode(), "invalid_query") << query;
+  }
+  EXPECT_EQ(Get("/api/v1/revocations").status, 401);
+  EXPECT_EQ(Get("/api/v1/revocations", admin_).status, 403);
+  // A read: nothing audited.
+  EXPECT_EQ(Dump(), before);
 }
 
 }  // namespace

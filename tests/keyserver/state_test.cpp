@@ -9,6 +9,7 @@
 #include "upkeep/common/hash.hpp"
 #include "upkeep/keyserver/cli.hpp"
 #include "upkeep/keyserver/state.hpp"
+#include "upkeep/trust/content_key.hpp"
 
 namespace upkeep::keyserver {
 namespace {
@@ -32,6 +33,8 @@ TEST(KeyserverState, InitCreatesEncryptedPrivateState) {
   TempDir tmp;
   const fs::path dir = tmp.path() / "state";
   KS_ASSERT_OK_AND_ASSIGN(Json out, InitState(dir, TestWrapping()));
+  EXPECT_EQ(out["keys"].size(), 5u) << out.dump();
+  EXPECT_EQ(kAllRoles.size(), 5u);
   EXPECT_EQ(Mode(dir), 0700u);
   EXPECT_EQ(Mode(dir / "keys"), 0700u);
   for (Role role : kAllRoles) {
@@ -67,7 +70,14 @@ TEST(KeyserverState, InitCreatesEncryptedPrivateState) {
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
     if (entry.is_regular_file()) files.push_back(Slurp(entry.path()));
   }
-  ASSERT_GE(files.size(), 7u);
+  ASSERT_GE(files.size(), 8u);
+  // Nor the content key's X25519 secret.
+  const std::span<const std::uint8_t> x_secret = keys.content_opener().x25519_secret();
+  const std::string x_raw(x_secret.begin(), x_secret.end());
+  for (const std::string& content : files) {
+    EXPECT_EQ(content.find(x_raw), std::string::npos);
+    EXPECT_EQ(content.find(ToHex(x_secret)), std::string::npos);
+  }
   for (Role role : kAllRoles) {
     EXPECT_EQ(keys.signer(role).keyid(), out["keys"][std::string(RoleName(role))]["keyid"].get<std::string>());
     Bytes seed = keys.signer(role).Seed();
@@ -139,6 +149,52 @@ TEST(KeyserverState, RotateKeepsRetiredKey) {
   const Json pub = keys.PublicJson();
   EXPECT_EQ(pub["roles"]["snapshot"]["keyid"], new_id);
   EXPECT_EQ(pub["roles"]["snapshot"]["retired"][0]["keyid"], old_id);
+}
+
+TEST(KeyserverState, ContentKeyOpensAcrossRotation) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "state";
+  KS_ASSERT_OK_AND_ASSIGN(Json out, InitState(dir, TestWrapping()));
+  const std::string x_hex = out["keys"]["content"]["x25519_public"].get<std::string>();
+  ASSERT_EQ(x_hex.size(), 64u);
+  KS_ASSERT_OK_AND_ASSIGN(Bytes x_bytes, FromHex(x_hex));
+  trust::X25519PublicKey old_x{};
+  std::copy(x_bytes.begin(), x_bytes.end(), old_x.begin());
+
+  KS_ASSERT_OK_AND_ASSIGN(KeySet keys, KeySet::Load(dir, TestWrapping()));
+  // The opener is the content role's ed25519 key in X25519 form.
+  Bytes seed = keys.signer(Role::kContent).Seed();
+  KS_ASSERT_OK_AND_ASSIGN(auto derived, trust::ApplianceIdentity::FromSeed(seed));
+  EXPECT_EQ(derived.public_key().x25519(), keys.content_opener().public_key().x25519());
+  EXPECT_EQ(keys.content_opener().public_key().x25519(), old_x);
+  EXPECT_EQ(keys.PublicJson()["roles"]["content"]["x25519_public"], x_hex);
+  EXPECT_FALSE(keys.PublicJson()["roles"]["director"].contains("x25519_public"));
+
+  const auto content_key = trust::ContentKey::Generate();
+  const std::string sealed_old = trust::SealContentKeyTo(content_key, old_x);
+  KS_ASSERT_OK_AND_ASSIGN(auto opened, keys.OpenContentKey(sealed_old));
+  EXPECT_TRUE(std::equal(opened.bytes().begin(), opened.bytes().end(), content_key.bytes().begin()));
+  auto stranger = trust::ApplianceIdentity::Generate();
+  auto refused = keys.OpenContentKey(trust::SealContentKey(content_key, stranger.public_key()));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), Errc::kVerification);
+  EXPECT_EQ(keys.OpenContentKey("!!").error().code(), Errc::kParse);
+
+  KS_ASSERT_OK_AND_ASSIGN(Json rotated, RotateKey(dir, TestWrapping(), Role::kContent));
+  ASSERT_TRUE(rotated["x25519_public"].is_string());
+  EXPECT_NE(rotated["x25519_public"], x_hex);
+  KS_ASSERT_OK_AND_ASSIGN(KeySet after, KeySet::Load(dir, TestWrapping()));
+  EXPECT_EQ(ToHex(after.content_opener().public_key().x25519()), rotated["x25519_public"].get<std::string>());
+  // Sealed before the rotation: still opens, with the retired key.
+  KS_ASSERT_OK_AND_ASSIGN(auto reopened, after.OpenContentKey(sealed_old));
+  EXPECT_TRUE(std::equal(reopened.bytes().begin(), reopened.bytes().end(), content_key.bytes().begin()));
+  KS_ASSERT_OK(after.OpenContentKey(trust::SealContentKeyTo(content_key, after.content_opener().public_key().x25519())));
+  const Json pub = after.PublicJson();
+  EXPECT_EQ(pub["roles"]["content"]["x25519_public"], rotated["x25519_public"]);
+  ASSERT_EQ(pub["roles"]["content"]["retired"].size(), 1u);
+  EXPECT_EQ(pub["roles"]["content"]["retired"][0]["x25519_public"], x_hex);
+  EXPECT_EQ(pub["roles"]["content"]["retired"][0]["keyid"], out["keys"]["content"]["keyid"]);
+  EXPECT_EQ(after.retired(Role::kContent).size(), 1u);
 }
 
 TEST(KeyserverState, TamperedStateFileRefused) {

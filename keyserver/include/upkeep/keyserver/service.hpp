@@ -1,13 +1,14 @@
-// The keyserver's HTTP API (/api/v1/...): public keys, licences, enrolment, appliance lookup
-// and revocation, online signing of TUF timestamp/snapshot metadata and director assignments,
-// and the audit log. See docs/keyserver.md for the table of routes and answers.
+// The keyserver's HTTP API (/api/v1/...): public keys, licences, enrolment, appliance lookup,
+// revocation and the revocation feed, online signing of TUF timestamp/snapshot metadata and
+// director assignments (re-sealing their content keys to the appliance), and the audit log. See
+// docs/keyserver.md for the table of routes and answers.
 //
 // Contract: a Service borrows a loaded KeySet, a database Pool (already migrated with
 // Migrations()), a Clock and a Random, all of which must outlive it and the Server it was
 // registered on. Every database write runs in one transaction together with its audit row;
 // a rejected request (bad input, bad token, policy) rolls back and so changes nothing. Handlers
 // that touch the database run on the server's worker pool. Answers are JSON; errors are
-// {"error": {"code", "message"}}. Nothing here logs or returns a private key or a token.
+// {"error": {"code", "message"}}. Nothing here logs or returns a private key, a plaintext content key or a token.
 //
 // Thread safety: after Register(), handlers run concurrently; the Service only reads its
 // members (the Random must be thread-safe, as SystemRandom is).

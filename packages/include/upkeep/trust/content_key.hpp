@@ -12,6 +12,8 @@
 // A ContentKey wipes itself; it is move-only and never printed. Functions are thread-safe.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -40,9 +42,17 @@ class ContentKey {
 
 // Seals `key` to one appliance; returns the base64 text that goes into its assignment.
 std::string SealContentKey(const ContentKey& key, const AppliancePublicKey& appliance);
+// The same wire format, to any X25519 public key: the operator's CLI seals each release's content
+// key to the keyserver's `content` key with this, so the updater never holds a plaintext key.
+// Returns "" when libsodium refuses the recipient (a small-order point): never a key in clear.
+std::string SealContentKeyTo(const ContentKey& key, const X25519PublicKey& recipient);
 
 // Opens a sealed content key with this appliance's identity. A key sealed to another appliance,
 // or altered on the way, is a kVerification error; malformed text is kParse.
 Expected<ContentKey> OpenContentKey(std::string_view sealed_base64, const ApplianceIdentity& identity);
+// The same with a bare X25519 key pair (`x25519_secret` must be 32 bytes, else kInvalidArgument);
+// the keyserver opens keys sealed to its `content` key with this. Errors name no key material.
+Expected<ContentKey> OpenContentKeyWith(std::string_view sealed_base64, const X25519PublicKey& pub,
+                                        std::span<const std::uint8_t> x25519_secret);
 
 }  // namespace upkeep::trust
