@@ -1,5 +1,6 @@
 #include "service_fixture.hpp"
 
+#include <set>
 #include <stdexcept>
 
 #include "upkeep/common/bytes.hpp"
@@ -137,6 +138,12 @@ std::optional<std::string> Reply::Header(std::string_view name) const {
 }
 
 namespace {
+std::mutex g_observed_mu;
+std::set<ObservedExchange>& Observed() {
+  static std::set<ObservedExchange> observed;
+  return observed;
+}
+
 Reply ToReply(HttpReply raw) {
   Reply r{raw.status, std::move(raw.head), std::move(raw.body), nullptr};
   auto parsed = ParseJson(r.body);
@@ -150,6 +157,11 @@ T Must(Expected<T> value, const char* what) {
   return std::move(value).value();
 }
 }  // namespace
+
+std::vector<ObservedExchange> ObservedExchanges() {
+  std::lock_guard lock(g_observed_mu);
+  return {Observed().begin(), Observed().end()};
+}
 
 ServiceFixture::ServiceFixture(ServiceConfig config, const Clock* clock)
     : clock_(clock ? *clock : SystemClock::Instance()) {
@@ -172,6 +184,10 @@ ServiceFixture::ServiceFixture(ServiceConfig config, const Clock* clock)
                   "service");
   net::ServerOptions options;
   options.io_threads = 2;
+  options.access_log = [](const net::AccessLogEntry& e) {
+    std::lock_guard lock(g_observed_mu);
+    Observed().insert(ObservedExchange{std::string(e.method), std::string(e.route), e.status});
+  };
   server_ = std::make_unique<net::Server>(options);
   if (auto st = service_->Register(*server_); !st.ok()) throw std::runtime_error("register: " + st.error().message());
   if (auto st = server_->Start(); !st.ok()) throw std::runtime_error("start: " + st.error().message());

@@ -59,6 +59,16 @@ class FakeKeyserver final : public keyserver::KeyserverClient {
   std::atomic<bool> unavailable_{false};
 };
 
+// Every (method, route pattern, status) any ServiceFixture answered in this process, so
+// openapi_test.cpp can check that each is declared in docs/openapi/updater.json.
+struct ObservedExchange {
+  std::string method;
+  std::string route;
+  int status = 0;
+  auto operator<=>(const ObservedExchange&) const = default;
+};
+std::vector<ObservedExchange> ObservedExchanges();
+
 struct Reply {
   int status = 0;
   std::string head;
@@ -87,6 +97,8 @@ class ServiceFixture {
   // Appliance call, signed with `identity` (trust::SignRequest).
   Reply ApplianceCall(const trust::ApplianceIdentity& identity, std::string_view method, std::string_view target,
                       std::string_view body);
+  // The routes the service registered (net::Server::Routes()).
+  std::vector<std::pair<net::Method, std::string>> routes() const { return server_->Routes(); }
   // A dump of every table of the updater's schema (to compare before and after a refused request).
   std::string DumpTables();
 
