@@ -371,10 +371,10 @@ std::uint64_t PackageReader::package_bytes() const { return impl_->source_size; 
 std::uint64_t PackageReader::payload_bytes_read() const { return impl_->payload_done; }
 std::size_t PackageReader::entries_read() const { return impl_->next_index; }
 
-Expected<std::vector<std::string>> PackageReader::VerifySignatures(const std::vector<PublicKey>& trusted,
-                                                                     std::size_t threshold) {
-  Impl& m = *impl_;
-  if (m.failed) return *m.failed;
+Expected<std::vector<std::string>> VerifyManifestSignatures(std::string_view manifest_bytes,
+                                                            const std::vector<Signature>& signatures,
+                                                            const std::vector<PublicKey>& trusted,
+                                                            std::size_t threshold) {
   std::vector<const PublicKey*> keys;
   std::set<std::string> seen;
   for (const auto& k : trusted) {
@@ -389,11 +389,11 @@ Expected<std::vector<std::string>> PackageReader::VerifySignatures(const std::ve
   std::vector<std::string> invalid;
   for (const PublicKey* key : keys) {
     bool found = false, ok = false;
-    for (const auto& sig : m.signatures) {
+    for (const auto& sig : signatures) {
       if (sig.keyid != key->keyid()) continue;
       found = true;
       auto raw = FromHex(sig.sig_hex);
-      if (raw && key->Verify(m.manifest_bytes, *raw)) {
+      if (raw && key->Verify(manifest_bytes, *raw)) {
         ok = true;
         break;
       }
@@ -411,9 +411,21 @@ Expected<std::vector<std::string>> PackageReader::VerifySignatures(const std::ve
       why += "; invalid signature by key";
       for (const auto& id : invalid) why += " " + id;
     }
-    if (m.signatures.empty()) why += "; the package carries no signatures";
-    // Not sticky: the caller may retry with other keys or fall back to integrity-only reading.
-    return Error(Errc::kVerification, m.label + ": " + why);
+    if (signatures.empty()) why += "; the package carries no signatures";
+    return Error(Errc::kVerification, why);
+  }
+  return good;
+}
+
+Expected<std::vector<std::string>> PackageReader::VerifySignatures(const std::vector<PublicKey>& trusted,
+                                                                     std::size_t threshold) {
+  Impl& m = *impl_;
+  if (m.failed) return *m.failed;
+  auto good = VerifyManifestSignatures(m.manifest_bytes, m.signatures, trusted, threshold);
+  // Not sticky: the caller may retry with other keys or fall back to integrity-only reading.
+  if (!good.ok()) {
+    if (good.error().code() == Errc::kVerification) return Error(Errc::kVerification, m.label + ": " + good.error().message());
+    return good.error();
   }
   m.unlocked = true;
   return good;

@@ -19,9 +19,9 @@ void EnsureSodium();
 // RFC 4648 base32, lower case, no padding.
 std::string Base32Lower(std::span<const std::uint8_t> data);
 
-// RFC 4648 base64 with padding (libsodium's ORIGINAL variant); decoding is strict (no spaces).
-std::string Base64Encode(std::span<const std::uint8_t> data);
-Expected<Bytes> Base64Decode(std::string_view text, std::size_t max_bytes);
+// RFC 4648 base64 with padding: the one implementation lives in common (bytes.hpp).
+using ::upkeep::Base64Decode;
+using ::upkeep::Base64Encode;
 
 // Overwrites every string in a JSON value (recursively) with zeros, before it is freed.
 void WipeJsonStrings(Json& value);

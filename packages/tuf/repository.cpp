@@ -76,13 +76,7 @@ class RepoLock {
   int fd_;
 };
 
-Expected<std::string> Serialize(const Json& metadata) {
-  try {
-    return metadata.dump(2) + "\n";
-  } catch (const Json::exception& e) {
-    return Error(Errc::kInvalidArgument, std::string("metadata cannot be serialised: ") + e.what());
-  }
-}
+Expected<std::string> Serialize(const Json& metadata) { return SerializeMetadata(metadata); }
 
 Expected<Json> ReadJsonFile(const fs::path& path, std::uint64_t limit) {
   auto text = ReadFileBounded(path, limit);
@@ -274,30 +268,6 @@ Json RoleDefinition(const std::vector<std::string>& keyids, int threshold) {
 Json Common(Role role, std::int64_t version, SysTime expires) {
   return Json{{"_type", RoleName(role)}, {"spec_version", kSpecVersion}, {"version", version},
               {"expires", FormatTimestamp(expires)}};
-}
-
-Json SnapshotSigned(std::int64_t version, SysTime expires, std::int64_t targets_version) {
-  Json s = Common(Role::kSnapshot, version, expires);
-  s["meta"] = Json{{"targets.json", Json{{"version", targets_version}}}};
-  return s;
-}
-
-Json TimestampSigned(std::int64_t version, SysTime expires, std::int64_t snapshot_version,
-                     const std::string& snapshot_bytes) {
-  Json t = Common(Role::kTimestamp, version, expires);
-  t["meta"] = Json{{"snapshot.json", Json{{"version", snapshot_version},
-                                          {"length", snapshot_bytes.size()},
-                                          {"hashes", Json{{"sha256", Sha256Hex(snapshot_bytes)},
-                                                          {"sha512", Sha512Hex(snapshot_bytes)}}}}}};
-  return t;
-}
-
-Json TargetsSigned(std::int64_t version, SysTime expires, const std::map<std::string, TargetInfo>& targets) {
-  Json t = Common(Role::kTargets, version, expires);
-  Json list = Json::object();
-  for (const auto& [p, info] : targets) list[p] = info.ToJson();
-  t["targets"] = list;
-  return t;
 }
 
 SysTime Later(SysTime now, std::chrono::seconds d) { return now + d; }
@@ -541,6 +511,38 @@ Status CheckTargetPath(std::string_view path) {
     start = end + 1;
   }
   return OkStatus();
+}
+
+Expected<std::string> SerializeMetadata(const Json& metadata) {
+  try {
+    return metadata.dump(2) + "\n";
+  } catch (const Json::exception& e) {
+    return Error(Errc::kInvalidArgument, std::string("metadata cannot be serialised: ") + e.what());
+  }
+}
+
+Json SnapshotSigned(std::int64_t version, SysTime expires, std::int64_t targets_version) {
+  Json s = Common(Role::kSnapshot, version, expires);
+  s["meta"] = Json{{"targets.json", Json{{"version", targets_version}}}};
+  return s;
+}
+
+Json TimestampSigned(std::int64_t version, SysTime expires, std::int64_t snapshot_version,
+                     std::string_view snapshot_bytes) {
+  Json t = Common(Role::kTimestamp, version, expires);
+  t["meta"] = Json{{"snapshot.json", Json{{"version", snapshot_version},
+                                          {"length", snapshot_bytes.size()},
+                                          {"hashes", Json{{"sha256", Sha256Hex(snapshot_bytes)},
+                                                          {"sha512", Sha512Hex(snapshot_bytes)}}}}}};
+  return t;
+}
+
+Json TargetsSigned(std::int64_t version, SysTime expires, const std::map<std::string, TargetInfo>& targets) {
+  Json t = Common(Role::kTargets, version, expires);
+  Json list = Json::object();
+  for (const auto& [p, info] : targets) list[p] = info.ToJson();
+  t["targets"] = list;
+  return t;
 }
 
 std::string PackageTargetPath(const packages::Manifest& manifest) {

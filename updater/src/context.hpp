@@ -28,6 +28,8 @@
 
 namespace upkeep::updater {
 
+class RepositoryStore;  // repository_store.hpp
+
 // A periodic task run by the service's background thread.
 struct BackgroundJob {
   std::string name;
@@ -51,6 +53,8 @@ struct Context {
   net::MetricsRegistry* metrics = nullptr;  // set by Register()
   TokenStore tokens;
   std::vector<BackgroundJob> jobs;           // filled before StartBackground()
+  std::shared_ptr<RepositoryStore> repository;  // set by InitRepository()
+  std::shared_ptr<class FleetState> fleet;   // set by InitFleet() (fleet_state.hpp)
 
   void Log(std::string_view line) const {
     if (log) log(line);

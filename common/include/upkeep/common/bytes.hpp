@@ -1,4 +1,4 @@
-// Byte helpers shared by every part: hex encoding and constant-size digests.
+// Byte helpers shared by every part: hex and base64 encoding.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,15 @@ inline std::string ToHex(std::string_view data) {
 }
 // Lower- or upper-case hex, even length; anything else is a kParse error.
 Expected<Bytes> FromHex(std::string_view hex);
+
+// RFC 4648 base64 with padding (the standard alphabet), through libsodium. Decoding is strict:
+// no spaces, no missing padding, nothing after the value; over `max_bytes` decoded is kLimit
+// (checked on the text length before decoding), anything malformed kParse.
+std::string Base64Encode(std::span<const std::uint8_t> data);
+inline std::string Base64Encode(std::string_view data) {
+  return Base64Encode(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
+}
+Expected<Bytes> Base64Decode(std::string_view text, std::size_t max_bytes);
 
 inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};

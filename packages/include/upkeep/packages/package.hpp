@@ -50,6 +50,15 @@ std::string SerializeSignatureFile(const std::vector<Signature>& signatures);
 // One signature per key over `manifest_bytes`.
 std::vector<Signature> SignManifestBytes(std::string_view manifest_bytes, const std::vector<PrivateKey>& signers);
 
+// Verifies detached signatures over `manifest_bytes` against `trusted` (distinct key ids;
+// `threshold` of them must have a valid signature). Returns the key ids that verified; a shortfall
+// is kVerification ("manifest.sig: ..."), bad arguments kInvalidArgument. PackageReader uses it,
+// and so does the updater for the manifest a publisher posts beside its encrypted package.
+Expected<std::vector<std::string>> VerifyManifestSignatures(std::string_view manifest_bytes,
+                                                            const std::vector<Signature>& signatures,
+                                                            const std::vector<PublicKey>& trusted,
+                                                            std::size_t threshold);
+
 // Checks what a manifest may declare beyond what Manifest::Parse checks, so the layout is safe
 // to extract before any payload is read: every symlink target stays inside the payload
 // (relative, its ".." components only leading and never climbing above the payload root), and

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -78,6 +79,20 @@ Status CheckTargetPath(std::string_view path);
 // custom {"upkeep": {"name", "version", "kind"}}.
 std::string PackageTargetPath(const packages::Manifest& manifest);
 Json PackageCustom(const packages::Manifest& manifest);
+
+// The bodies ("signed" parts) the repository writer signs, public so the updater builds them the
+// same way (it has the keyserver sign them): snapshot lists targets.json with its version;
+// timestamp lists snapshot.json with its version, length and sha256 + sha512 of `snapshot_bytes`
+// (the snapshot file exactly as served); targets lists `targets` with TargetInfo::ToJson().
+Json SnapshotSigned(std::int64_t version, SysTime expires, std::int64_t targets_version);
+Json TimestampSigned(std::int64_t version, SysTime expires, std::int64_t snapshot_version,
+                     std::string_view snapshot_bytes);
+Json TargetsSigned(std::int64_t version, SysTime expires, const std::map<std::string, TargetInfo>& targets);
+
+// The bytes of a metadata file as the repository writes them (pretty-printed, trailing newline).
+// Signatures cover the canonical JSON of "signed", so any serialisation keeps them valid; the
+// timestamp's hashes are over these exact bytes.
+Expected<std::string> SerializeMetadata(const Json& metadata);
 
 // Wraps `signed_part` as {"signatures": [{"keyid", "sig"}...], "signed": ...}; each key signs the
 // canonical JSON of `signed_part` once (duplicate keys sign once), signatures sorted by key id.
