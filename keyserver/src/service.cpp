@@ -8,6 +8,7 @@
 
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/db/errors.hpp"
+#include "upkeep/net/api.hpp"
 #include "upkeep/db/transaction.hpp"
 #include "upkeep/trust/content_key.hpp"
 #include "upkeep/trust/documents.hpp"
@@ -32,43 +33,14 @@ constexpr std::int64_t kDefaultAuditLimit = 100;
 // One page of the revocation feed; the updater asks again from the last revoked_at when truncated.
 constexpr std::int64_t kMaxRevocations = 10000;
 
-Response Err(int status, std::string_view code, std::string_view message) {
-  return Response::JsonError(status, code, message);
-}
-
-Response Unauthorized(std::string_view message) {
-  Response r = Err(401, "unauthenticated", message);
-  r.SetHeader("WWW-Authenticate", "Bearer");
-  return r;
-}
-
-// Parses the body as one JSON object whose fields are all in `allowed`.
-std::optional<Response> ParseObject(const Request& req, std::initializer_list<std::string_view> allowed, Json& out) {
-  auto json = ParseJson(req.body());
-  if (!json.ok()) return Err(400, "malformed_json", "request body is not valid JSON: " + json.error().message());
-  if (!json->is_object()) return Err(400, "invalid_body", "request body must be a JSON object");
-  for (const auto& [name, value] : json->items()) {
-    bool known = false;
-    for (std::string_view a : allowed) known = known || a == name;
-    if (!known) return Err(400, "unknown_field", "unknown field '" + name + "' in request body");
-  }
-  out = std::move(json).value();
-  return std::nullopt;
-}
-
-Response BadField(const Error& error) { return Err(400, "invalid_field", error.message()); }
-
-std::optional<std::string_view> BearerToken(const Request& req) {
-  auto header = req.Header("Authorization");
-  if (!header) return std::nullopt;
-  constexpr std::string_view kScheme = "Bearer ";
-  if (header->size() <= kScheme.size() || !net::EqualsIgnoreCase(header->substr(0, kScheme.size()), kScheme)) {
-    return std::string_view();
-  }
-  std::string_view token = header->substr(kScheme.size());
-  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
-  return token;
+// The JSON API helpers every daemon shares (net/api.hpp).
+Response Err(int status, std::string_view code, std::string_view message) { return net::ApiError(status, code, message); }
+using net::BadField;
+using net::BearerToken;
+using net::Unauthorized;
+inline std::optional<Response> ParseObject(const Request& req, std::initializer_list<std::string_view> allowed,
+                                           Json& out) {
+  return net::ParseJsonObject(req, allowed, out);
 }
 
 // Human-friendly and unambiguous: 20 characters of a 32-letter alphabet without I, O, 0 and 1
