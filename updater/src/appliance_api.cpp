@@ -1,6 +1,516 @@
-// PLACEHOLDER (being written): enrol, check-in, events.
-#include "context.hpp"
+// The appliance API (docs/updater-api.md, "Appliance API"; docs/updater.md): enrolment passed
+// through to the keyserver, signed check-ins answered with a director-signed assignment, and
+// idempotent event reports that drive rollout thresholds.
+//
+// Every request is hostile until its signature checks out: headers are checked before any
+// lookup, unknown appliances cost one keyserver lookup (then a short negative cache), and bodies
+// are bounded per route and validated field by field before anything is written.
+#include <set>
+
+#include "fleet_state.hpp"
+#include "upkeep/common/hash.hpp"
+#include "upkeep/trust/documents.hpp"
+#include "upkeep/trust/request_signing.hpp"
+
 namespace upkeep::updater {
-Status InitFleet(Context&) { return OkStatus(); }
-Status RegisterApplianceApi(const std::shared_ptr<Context>&, net::Server&) { return OkStatus(); }
+
+using net::ApiError;
+using net::Method;
+using net::Request;
+using net::Response;
+
+namespace {
+
+constexpr std::size_t kEnrolBodyBytes = 64 * 1024;
+constexpr std::size_t kCheckinBodyBytes = 256 * 1024;
+constexpr std::size_t kMaxInstalled = 1000;
+constexpr std::size_t kMaxAgentVersion = 64;
+constexpr std::size_t kMaxEvents = 100;
+constexpr std::size_t kMaxEventDetailBytes = 16 * 1024;
+// One events request: agents with long log tails send fewer events per request.
+constexpr std::size_t kEventsBodyBytes = 4u << 20;
+constexpr std::chrono::hours kReuseMargin{24};
+constexpr std::size_t kMaxNegative = 10000;
+constexpr std::chrono::seconds kNegativeTtl{10};
+
+bool Printable(std::string_view s) {
+  for (char ch : s) {
+    if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e) return false;
+  }
+  return true;
+}
+
+Response Invalid(std::string_view field, std::string_view why) {
+  return ApiError(400, "invalid_field", "field '" + std::string(field) + "': " + std::string(why));
+}
+
+struct Authenticated {
+  std::shared_ptr<const CachedAppliance> appliance;
+  bool is_new = false;             // known to the keyserver, not yet to our table
+  std::uint64_t epoch_at_load = 0;  // for caching a new one
+};
+
+struct ApplianceApi {
+  std::shared_ptr<Context> ctx;
+  FleetState* fleet;
+  trust::ReplayCache replay;
+  net::Counter* checkins = nullptr;
+  net::Counter* signed_total = nullptr;
+  std::map<std::string, net::Counter*, std::less<>> events_total;
+
+  std::mutex negative_mu;
+  std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> negative;  // unknown ids, briefly
+
+  ApplianceApi(std::shared_ptr<Context> c, FleetState* f)
+      : ctx(std::move(c)), fleet(f), replay(ctx->config.replay_cache_entries, ctx->config.request_skew) {}
+
+  bool KnownUnknown(const std::string& id) {
+    std::lock_guard lock(negative_mu);
+    auto it = negative.find(id);
+    if (it == negative.end()) return false;
+    if (it->second > std::chrono::steady_clock::now()) return true;
+    negative.erase(it);
+    return false;
+  }
+  void RememberUnknown(const std::string& id) {
+    std::lock_guard lock(negative_mu);
+    if (negative.size() >= kMaxNegative) negative.clear();
+    negative[id] = std::chrono::steady_clock::now() + kNegativeTtl;
+  }
+
+  std::variant<Authenticated, Response> Authenticate(const Request& req) {
+    trust::RequestSignature sig;
+    auto id = req.Header(trust::kApplianceHeader);
+    auto ts = req.Header(trust::kTimestampHeader);
+    auto nonce = req.Header(trust::kNonceHeader);
+    auto signature = req.Header(trust::kSignatureHeader);
+    if (!id || !ts || !nonce || !signature) {
+      return ApiError(400, "malformed_signature",
+                      "requests must carry X-Upkeep-Appliance, X-Upkeep-Timestamp, X-Upkeep-Nonce and X-Upkeep-Signature");
+    }
+    if (!trust::IsValidApplianceId(*id)) return ApiError(400, "malformed_signature", "X-Upkeep-Appliance is not an appliance id");
+    sig.appliance_id = std::string(*id);
+    sig.timestamp = std::string(*ts);
+    sig.nonce = std::string(*nonce);
+    sig.signature_hex = std::string(*signature);
+
+    Authenticated auth;
+    auth.appliance = fleet->Find(sig.appliance_id);
+    if (!auth.appliance) {
+      auth.epoch_at_load = fleet->epoch();
+      auto loaded = fleet->Load(sig.appliance_id);
+      if (!loaded.ok()) return ctx->DbFailure("appliance lookup", loaded.error());
+      if (*loaded) {
+        auth.appliance = *loaded;
+        fleet->Remember(auth.appliance, auth.epoch_at_load);
+      } else {
+        if (KnownUnknown(sig.appliance_id)) return ApiError(404, "unknown_appliance", "appliance is not enrolled");
+        // First contact: the keyserver is the authority on who is enrolled.
+        auto record = ctx->keyserver.GetAppliance(sig.appliance_id);
+        if (!record.ok()) {
+          if (record.error().code() == Errc::kNotFound) {
+            RememberUnknown(sig.appliance_id);
+            return ApiError(404, "unknown_appliance", "appliance is not enrolled");
+          }
+          return ctx->KeyserverFailure("appliance lookup", record.error());
+        }
+        if (record->revoked) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
+        auto key = trust::AppliancePublicKey::FromJson(record->public_key);
+        if (!key.ok() || key->appliance_id() != sig.appliance_id) {
+          return ctx->KeyserverFailure("appliance lookup", Error(Errc::kParse, "keyserver record has a mismatched key"));
+        }
+        auto a = std::make_shared<CachedAppliance>();
+        a->appliance_id = sig.appliance_id;
+        a->key = std::move(key).value();
+        a->public_key = record->public_key;
+        a->customer = record->customer;
+        a->enrolled_at = record->enrolled_at;
+        a->maintenance_end = record->maintenance_end;
+        auth.appliance = std::move(a);
+        auth.is_new = true;
+      }
+    }
+    if (auth.appliance->revoked) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
+
+    trust::RequestVerifier verifier(ctx->clock, replay);
+    trust::RequestCheck failed = trust::RequestCheck::kOk;
+    auto st = verifier.Verify(trust::RequestToSign{req.method_name(), req.target(), req.body()}, sig,
+                              auth.appliance->key, &failed);
+    if (!st.ok()) {
+      switch (failed) {
+        case trust::RequestCheck::kMalformed:
+          return ApiError(400, "malformed_signature", st.error().message());
+        case trust::RequestCheck::kStaleTimestamp:
+          return ApiError(401, "stale_timestamp", st.error().message());
+        case trust::RequestCheck::kReplayed:
+          return ApiError(401, "replayed", st.error().message());
+        case trust::RequestCheck::kBusy: {
+          Response r = ApiError(503, "busy", "too many requests in flight, try again");
+          r.SetHeader("Retry-After", "5");
+          return r;
+        }
+        default:
+          return ApiError(401, "bad_signature", st.error().message());
+      }
+    }
+    return auth;
+  }
+
+  // The appliances row of a first contact, inside the caller's transaction.
+  static Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now) {
+    UPK_TRY(c.Exec("INSERT INTO appliances (appliance_id, public_key, customer, enrolled_at, maintenance_end, first_seen) "
+                   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appliance_id) DO NOTHING",
+                   a.appliance_id, a.public_key.dump(), a.customer, a.enrolled_at, a.maintenance_end, now));
+    return OkStatus();
+  }
+
+  Response Enrol(const Request& req) const {
+    auto answer = ctx->keyserver.Enrol(req.body());
+    if (!answer.ok()) return ctx->KeyserverFailure("enrol", answer.error());
+    if (answer->status < 200 || answer->status > 599) {
+      return ApiError(502, "keyserver_refused", "keyserver answered with status " + std::to_string(answer->status));
+    }
+    // Verbatim: the keyserver's codes (unknown_licence, licence_bound, ...) are the contract.
+    Response r(answer->status);
+    r.body = std::move(answer->body);
+    r.SetHeader("Content-Type", "application/json");
+    return r;
+  }
+
+  Response Checkin(const Request& req) {
+    auto authed = Authenticate(req);
+    if (auto* r = std::get_if<Response>(&authed)) return std::move(*r);
+    Authenticated& auth = std::get<Authenticated>(authed);
+    const CachedAppliance& appliance = *auth.appliance;
+
+    Json body;
+    if (auto r = net::ParseJsonObject(req, {"installed", "agent_version", "time"}, body)) return *r;
+    auto installed_json = GetObject(body, "installed");
+    if (!installed_json.ok()) return net::BadField(installed_json.error());
+    if ((*installed_json)->size() > kMaxInstalled) {
+      return Invalid("installed", "at most " + std::to_string(kMaxInstalled) + " packages");
+    }
+    packages::Installed installed;
+    Json installed_clean = Json::object();
+    for (const auto& [name, value] : (*installed_json)->items()) {
+      if (!packages::IsValidPackageName(name)) return Invalid("installed", "'" + name + "' is not a package name");
+      if (!value.is_string()) return Invalid("installed." + name, "must be a version string");
+      auto version = packages::Version::Parse(value.get<std::string>());
+      if (!version.ok()) return Invalid("installed." + name, version.error().message());
+      installed.emplace(name, *version);
+      installed_clean[name] = version->ToString();
+    }
+    auto agent = GetString(body, "agent_version");
+    if (!agent.ok()) return net::BadField(agent.error());
+    if (agent->empty() || agent->size() > kMaxAgentVersion || !Printable(*agent)) {
+      return Invalid("agent_version", "must be 1..64 printable ASCII characters");
+    }
+    auto time_text = GetString(body, "time");
+    if (!time_text.ok()) return net::BadField(time_text.error());
+    auto appliance_time = ParseTimestamp(*time_text);
+    if (!appliance_time.ok()) return Invalid("time", appliance_time.error().message());
+
+    fleet->MaybeRefresh();
+    auto snapshot = fleet->snapshot();
+    Offer offer = OfferFor(*snapshot, appliance);
+    packages::Plan plan = packages::MakePlan(installed, *offer.catalog);
+
+    const SysTime now = ctx->clock.Now();
+    trust::Assignment assignment;
+    assignment.appliance_id = appliance.appliance_id;
+    assignment.state_digest = trust::StateDigest(installed);
+    assignment.issued = now;
+    assignment.expires = now + ctx->config.assignment_validity;
+    assignment.channel = appliance.channel;
+    Json plan_steps = Json::array();
+    std::vector<std::pair<std::int64_t, int>> new_members;  // (rollout, wave) to record
+    for (const packages::PlanStep& p : plan.steps) {
+      const std::string version = p.version.ToString();
+      auto idx = snapshot->by_id.find({p.name, version});
+      if (idx == snapshot->by_id.end()) return ApiError(500, "internal", "planned release missing from the catalog");
+      const ReleaseInfo& r = snapshot->releases[idx->second];
+      trust::AssignmentStep step;
+      step.name = p.name;
+      step.version = p.version;
+      step.kind = p.kind;
+      step.wait_hours = p.wait_hours;
+      step.target_path = r.target_path;
+      step.length = r.length;
+      step.sha256 = r.sha256;
+      Json hashed = step.ToJson();
+      hashed.erase("sealed_content_key");
+      plan_steps.push_back(std::move(hashed));
+      step.sealed_content_key = r.sealed_content_key;
+      assignment.steps.push_back(std::move(step));
+      auto gated = offer.gated.find(idx->second);
+      if (gated != offer.gated.end() && gated->second.second >= 0 &&
+          std::find(appliance.memberships.begin(), appliance.memberships.end(), gated->second.first) ==
+              appliance.memberships.end()) {
+        new_members.push_back(gated->second);
+      }
+    }
+    auto canonical = CanonicalJson(Json{{"channel", appliance.channel}, {"steps", plan_steps}});
+    if (!canonical.ok()) return ApiError(500, "internal", "plan hash: " + canonical.error().message());
+    const std::string plan_hash = Sha256Hex(*canonical);
+
+    // The steady state: same state, same plan, a day or more of validity left -> the stored
+    // envelope, no keyserver call.
+    std::shared_ptr<const std::string> envelope;
+    bool reused = false;
+    if (appliance.assignment && appliance.assignment->state_digest == assignment.state_digest &&
+        appliance.assignment->plan_hash == plan_hash && appliance.assignment->expires - now > kReuseMargin) {
+      envelope = appliance.assignment->envelope;
+      if (!envelope) {
+        auto stored = ReadEnvelope(appliance.appliance_id, assignment.state_digest, plan_hash);
+        if (auto* r = std::get_if<Response>(&stored)) return std::move(*r);
+        envelope = std::get<std::shared_ptr<const std::string>>(stored);
+      }
+      reused = envelope != nullptr;
+    }
+    if (!reused) {
+      auto signed_doc = ctx->keyserver.Sign("assignment", assignment.ToJson());
+      if (!signed_doc.ok()) {
+        if (signed_doc.error().code() == Errc::kNotFound) return ApiError(404, "unknown_appliance", "appliance is not enrolled");
+        if (signed_doc.error().code() == Errc::kPolicy) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
+        return ctx->KeyserverFailure("sign assignment", signed_doc.error());
+      }
+      envelope = std::make_shared<const std::string>(signed_doc->dump());
+      if (signed_total) signed_total->Inc();
+    }
+
+    if (auth.is_new || !reused || !new_members.empty()) {
+      auto stored = ctx->Transact<bool>("check-in", [&](db::Connection& c, std::optional<Response>&) -> Expected<bool> {
+        if (auth.is_new) UPK_TRY(InsertAppliance(c, appliance, now));
+        if (!reused) {
+          UPK_TRY(c.Exec("INSERT INTO assignments (appliance_id, state_digest, plan_hash, envelope, issued_at, expires_at) "
+                         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appliance_id) DO UPDATE SET "
+                         "state_digest = EXCLUDED.state_digest, plan_hash = EXCLUDED.plan_hash, "
+                         "envelope = EXCLUDED.envelope, issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at",
+                         appliance.appliance_id, assignment.state_digest, plan_hash, *envelope, assignment.issued,
+                         assignment.expires));
+        }
+        for (const auto& [rollout, wave] : new_members) {
+          UPK_TRY(c.Exec("INSERT INTO rollout_members (rollout_id, appliance_id, wave, status, updated_at) "
+                         "VALUES ($1, $2, $3, 'assigned', $4) ON CONFLICT (rollout_id, appliance_id) DO NOTHING",
+                         rollout, appliance.appliance_id, wave, now));
+        }
+        return true;
+      });
+      if (auto* r = std::get_if<Response>(&stored)) return std::move(*r);
+      auto updated = std::make_shared<CachedAppliance>(appliance);
+      if (!reused) updated->assignment = StoredAssignment{assignment.state_digest, plan_hash, assignment.expires, envelope};
+      for (const auto& m : new_members) updated->memberships.push_back(m.first);
+      if (auth.is_new) {
+        fleet->Remember(std::move(updated), auth.epoch_at_load);
+      } else {
+        fleet->Replace(auth.appliance, std::move(updated));
+      }
+    }
+
+    PendingCheckin pending;
+    pending.installed = std::move(installed_clean);
+    pending.state_digest = assignment.state_digest;
+    pending.agent_version = *agent;
+    pending.at = now;
+    pending.clock_offset_seconds = (*appliance_time - now).count();
+    fleet->RecordCheckin(appliance.appliance_id, std::move(pending));
+    if (checkins) checkins->Inc();
+
+    auto parsed = ParseJson(*envelope);
+    if (!parsed.ok()) return ApiError(500, "internal", "stored assignment unreadable");
+    return Response::Json(200, Json{{"assignment", std::move(parsed).value()},
+                                    {"server_time", FormatTimestamp(now)},
+                                    {"next_checkin_seconds", ctx->config.checkin_interval.count()}});
+  }
+
+  std::variant<std::shared_ptr<const std::string>, Response> ReadEnvelope(const std::string& id, const std::string& digest,
+                                                                          const std::string& plan_hash) const {
+    auto got = ctx->Transact<std::shared_ptr<const std::string>>(
+        "assignment lookup",
+        [&](db::Connection& c, std::optional<Response>&) -> Expected<std::shared_ptr<const std::string>> {
+          UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT envelope FROM assignments WHERE appliance_id = $1 AND "
+                                              "state_digest = $2 AND plan_hash = $3",
+                                              id, digest, plan_hash));
+          if (r.rows() == 0) return std::shared_ptr<const std::string>();  // moved on elsewhere: sign anew
+          UPK_TRY_ASSIGN(std::string text, r.Get<std::string>(0, "envelope"));
+          return std::make_shared<const std::string>(std::move(text));
+        },
+        db::TxOptions{.read_only = true});
+    if (auto* r = std::get_if<Response>(&got)) return std::move(*r);
+    return std::get<std::shared_ptr<const std::string>>(std::move(got));
+  }
+
+  struct Event {
+    std::string id, type, name, version, detail, log_tail;
+    bool has_log_tail = false;
+    SysTime at{};
+  };
+
+  Response Events(const Request& req) {
+    auto authed = Authenticate(req);
+    if (auto* r = std::get_if<Response>(&authed)) return std::move(*r);
+    Authenticated& auth = std::get<Authenticated>(authed);
+    const CachedAppliance& appliance = *auth.appliance;
+
+    Json body;
+    if (auto r = net::ParseJsonObject(req, {"events"}, body)) return *r;
+    auto list = GetArray(body, "events");
+    if (!list.ok()) return net::BadField(list.error());
+    if ((*list)->empty() || (*list)->size() > kMaxEvents) return Invalid("events", "must hold 1..100 events");
+    static const std::set<std::string, std::less<>> kTypes = {"download", "install", "success", "failure", "rollback"};
+    std::vector<Event> events;
+    for (std::size_t i = 0; i < (*list)->size(); ++i) {
+      const Json& e = (**list)[i];
+      const std::string where = "events[" + std::to_string(i) + "]";
+      if (!e.is_object()) return Invalid(where, "must be an object");
+      for (const auto& [key, value] : e.items()) {
+        if (key != "id" && key != "type" && key != "name" && key != "version" && key != "at" && key != "detail" &&
+            key != "log_tail") {
+          return ApiError(400, "unknown_field", "unknown field '" + where + "." + key + "'");
+        }
+      }
+      Event ev;
+      auto id = GetString(e, "id");
+      if (!id.ok()) return Invalid(where + ".id", id.error().message());
+      ev.id = *id;
+      bool hex = ev.id.size() == 32;
+      for (char ch : ev.id) hex = hex && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
+      if (!hex) return Invalid(where + ".id", "must be 32 lower-case hex digits");
+      auto type = GetString(e, "type");
+      if (!type.ok() || !kTypes.contains(*type)) {
+        return Invalid(where + ".type", "must be download, install, success, failure or rollback");
+      }
+      ev.type = *type;
+      auto name = GetString(e, "name");
+      if (!name.ok() || !packages::IsValidPackageName(*name)) return Invalid(where + ".name", "must be a package name");
+      ev.name = *name;
+      auto version = GetString(e, "version");
+      if (!version.ok()) return Invalid(where + ".version", version.error().message());
+      auto parsed_version = packages::Version::Parse(*version);
+      if (!parsed_version.ok()) return Invalid(where + ".version", parsed_version.error().message());
+      ev.version = parsed_version->ToString();
+      auto at = GetString(e, "at");
+      if (!at.ok()) return Invalid(where + ".at", at.error().message());
+      auto at_time = ParseTimestamp(*at);
+      if (!at_time.ok()) return Invalid(where + ".at", at_time.error().message());
+      ev.at = *at_time;
+      ev.detail = "{}";
+      if (e.contains("detail")) {
+        if (!e["detail"].is_object()) return Invalid(where + ".detail", "must be an object");
+        ev.detail = e["detail"].dump();
+        if (ev.detail.size() > kMaxEventDetailBytes) return Invalid(where + ".detail", "at most 16 KiB");
+        // PostgreSQL's jsonb refuses \u0000; refuse it here rather than fail the insert.
+        if (ev.detail.find("\\u0000") != std::string::npos) return Invalid(where + ".detail", "must not hold NUL");
+      }
+      if (e.contains("log_tail")) {
+        if (!e["log_tail"].is_string()) return Invalid(where + ".log_tail", "must be a string");
+        ev.log_tail = e["log_tail"].get<std::string>();
+        ev.has_log_tail = true;
+        if (ev.log_tail.size() > ctx->config.max_event_log_tail_bytes) {
+          return Invalid(where + ".log_tail", "at most " + std::to_string(ctx->config.max_event_log_tail_bytes) + " bytes");
+        }
+        if (ev.log_tail.find('\0') != std::string::npos) return Invalid(where + ".log_tail", "must not hold NUL");
+      }
+      events.push_back(std::move(ev));
+    }
+
+    struct Outcome {
+      std::int64_t accepted = 0, duplicates = 0;
+      bool rollouts_changed = false;
+      std::map<std::string, std::int64_t> by_type;
+    };
+    auto done = ctx->Transact<Outcome>("events", [&](db::Connection& c, std::optional<Response>&) -> Expected<Outcome> {
+      Outcome out;
+      const SysTime now = ctx->clock.Now();
+      if (auth.is_new) UPK_TRY(InsertAppliance(c, appliance, now));
+      std::set<std::int64_t> touched;
+      for (const Event& ev : events) {
+        UPK_TRY_ASSIGN(db::Result r,
+                       c.Exec("INSERT INTO events (appliance_id, event_id, type, name, version, at, received_at, detail, "
+                              "log_tail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) "
+                              "ON CONFLICT (appliance_id, event_id) DO NOTHING RETURNING event_id",
+                              appliance.appliance_id, ev.id, ev.type, ev.name, ev.version, ev.at, now, ev.detail,
+                              ev.has_log_tail ? std::optional<std::string>(ev.log_tail) : std::nullopt));
+        if (r.rows() == 0) {
+          ++out.duplicates;
+          continue;
+        }
+        ++out.accepted;
+        ++out.by_type[ev.type];
+        if (ev.type != "success" && ev.type != "failure") continue;
+        UPK_TRY_ASSIGN(db::Result m,
+                       c.Exec("UPDATE rollout_members m SET status = $1, updated_at = $2 FROM rollouts r "
+                              "WHERE m.rollout_id = r.id AND m.appliance_id = $3 AND r.name = $4 AND r.version = $5 "
+                              "AND r.state IN ('active', 'paused') RETURNING r.id",
+                              ev.type == "success" ? "succeeded" : "failed", now, appliance.appliance_id, ev.name,
+                              ev.version));
+        for (int i = 0; i < m.rows(); ++i) {
+          UPK_TRY_ASSIGN(std::int64_t id, m.Get<std::int64_t>(i, "id"));
+          touched.insert(id);
+        }
+      }
+      for (std::int64_t id : touched) {
+        UPK_TRY_ASSIGN(bool changed, EvaluateRollout(c, id, now));
+        out.rollouts_changed = out.rollouts_changed || changed;
+      }
+      if (out.rollouts_changed) UPK_TRY(Context::BumpCatalogGeneration(c));
+      return out;
+    });
+    if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
+    const Outcome& out = std::get<Outcome>(done);
+    if (auth.is_new) fleet->Remember(auth.appliance, auth.epoch_at_load);
+    if (out.rollouts_changed) {
+      if (auto st = fleet->Refresh(); !st.ok()) ctx->Log("catalog refresh after events: " + st.error().message());
+    }
+    for (const auto& [type, n] : out.by_type) {
+      auto it = events_total.find(type);
+      if (it != events_total.end() && it->second) it->second->Inc(static_cast<std::uint64_t>(n));
+    }
+    return Response::Json(200, Json{{"accepted", out.accepted}, {"duplicates", out.duplicates}});
+  }
+};
+
+// Before the body is read: a request without the four signature headers is refused at once, so
+// an anonymous client can't make the server buffer bodies it will refuse anyway.
+std::optional<Response> SignedHeadersPrecheck(const Request& req) {
+  for (const char* h : {trust::kApplianceHeader, trust::kTimestampHeader, trust::kNonceHeader, trust::kSignatureHeader}) {
+    if (!req.Header(h)) {
+      return ApiError(400, "malformed_signature",
+                      "requests must carry X-Upkeep-Appliance, X-Upkeep-Timestamp, X-Upkeep-Nonce and X-Upkeep-Signature");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Status RegisterApplianceApi(const std::shared_ptr<Context>& ctx, net::Server& server) {
+  if (!ctx->fleet) return Error(Errc::kInternal, "InitFleet() must run before the appliance API is registered");
+  auto api = std::make_shared<ApplianceApi>(ctx, ctx->fleet.get());
+  if (ctx->metrics) {
+    api->checkins = &ctx->metrics->GetCounter("upkeep_updater_checkins_total", "Appliance check-ins answered");
+    api->signed_total = &ctx->metrics->GetCounter("upkeep_updater_assignments_signed_total",
+                                                  "Assignments signed by the keyserver (not reused)");
+    for (const char* type : {"download", "install", "success", "failure", "rollback"}) {
+      api->events_total[type] =
+          &ctx->metrics->GetCounter("upkeep_updater_events_total", "Appliance events accepted", {{"type", type}});
+    }
+  }
+  net::RouteOptions enrol;
+  enrol.max_body_bytes = kEnrolBodyBytes;
+  enrol.use_worker_pool = true;  // a keyserver round trip
+  UPK_TRY(server.Handle(Method::kPost, "/api/v1/enrol", [api](const Request& r) { return api->Enrol(r); }, enrol));
+  net::RouteOptions checkin;
+  checkin.max_body_bytes = kCheckinBodyBytes;
+  checkin.use_worker_pool = true;
+  checkin.precheck = SignedHeadersPrecheck;
+  UPK_TRY(server.Handle(Method::kPost, "/api/v1/checkin", [api](const Request& r) { return api->Checkin(r); }, checkin));
+  net::RouteOptions events;
+  events.max_body_bytes = kEventsBodyBytes;
+  events.use_worker_pool = true;
+  events.precheck = SignedHeadersPrecheck;
+  UPK_TRY(server.Handle(Method::kPost, "/api/v1/events", [api](const Request& r) { return api->Events(r); }, events));
+  return OkStatus();
+}
+
 }  // namespace upkeep::updater
