@@ -15,6 +15,7 @@
 #include <set>
 
 #include "context.hpp"
+#include "fleet_state.hpp"
 #include "repository_store.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/common/files.hpp"
@@ -240,6 +241,13 @@ struct RepositoryApi {
     if (auto st = store().Sync(ctx->pool, ctx->log); !st.ok()) {
       ctx->Log("repository: writing files after commit failed (healed at the next start): " + st.error().message());
     }
+  }
+
+  // Makes this process offer a publish, yank or channel change at once instead of at the next
+  // generation poll (about a second later); other instances follow through catalog_generation.
+  void RefreshOffers() const {
+    if (!ctx->fleet) return;
+    if (auto st = ctx->fleet->Refresh(true); !st.ok()) ctx->Log("fleet view refresh: " + st.error().message());
   }
 
   // The signed snapshot and timestamp following `head`, or the answer for a keyserver failure.
@@ -707,6 +715,7 @@ struct RepositoryApi {
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     const Committed& committed = std::get<Committed>(done);
     WriteFiles();
+    RefreshOffers();
     ctx->Log("repository: published " + release_name + " " + release_version + " (targets v" +
              std::to_string(posted->version) + ")");
     return Response::Json(201, Json{{"release", committed.release}, {"versions", committed.versions}});
@@ -827,6 +836,7 @@ struct RepositoryApi {
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     const Committed& committed = std::get<Committed>(done);
     WriteFiles();
+    RefreshOffers();
     return Response::Json(200, Json{{"release", committed.release}, {"versions", committed.versions}});
   }
 
@@ -926,6 +936,7 @@ struct RepositoryApi {
           return true;
         });
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
+    if (std::get<bool>(done)) RefreshOffers();
     return Response::Json(200, Json{{"added", std::get<bool>(done)}});
   }
 };

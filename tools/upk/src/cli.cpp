@@ -53,7 +53,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   Context ctx;
   ctx.out = &out;
   ctx.err = &err;
-  CLI::App app("upk: the Upkeep operator CLI (keys, packages, plans, TUF repositories)", "upk");
+  CLI::App app("upk: the Upkeep operator CLI (keys, packages, plans, TUF repositories, the updater)", "upk");
   app.require_subcommand(1);
   app.fallthrough();
   app.add_flag("--json", ctx.json, "Print machine-readable JSON on stdout");
@@ -63,6 +63,8 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   AddPackageCommands(app, ctx);
   AddPlanCommand(app, ctx);
   AddRepoCommands(app, ctx);
+  AddPublishCommands(app, ctx);
+  AddFleetCommands(app, ctx);
   if (auto code = ParseCommandLine(app, argc, argv, out, err)) return *code;
   ctx.progress_tty = !ctx.json && !ctx.quiet && &err == &std::cerr && ::isatty(STDERR_FILENO);
   if (!ctx.run) {

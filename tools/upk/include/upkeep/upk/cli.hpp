@@ -57,6 +57,10 @@ void AddKeyCommands(CLI::App& app, Context& ctx);
 void AddPackageCommands(CLI::App& app, Context& ctx);  // pack, inspect, verify, unpack
 void AddPlanCommand(CLI::App& app, Context& ctx);
 void AddRepoCommands(CLI::App& app, Context& ctx);
+// Against the updater's operator API (docs/upk.md): `repo bootstrap` (added to the `repo` group,
+// so call after AddRepoCommands), `publish`, `yank`.
+void AddPublishCommands(CLI::App& app, Context& ctx);
+void AddFleetCommands(CLI::App& app, Context& ctx);  // channel, rollout, appliance, audit, token
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
 
