@@ -65,7 +65,7 @@ publish() {  # name version kind upgrades_from requires
   [[ "$from" != - ]] && args+=(--upgrades-from "$from")
   [[ "$reqs" != - ]] && args+=(--requires "$reqs")
   "$upk" -q "${args[@]}" >/dev/null || fail "upk pack $name $version"
-  "$upk" publish "$name-$version.upk" --targets-key targets.key --channel stable >"publish-$name-$version.out" 2>&1 ||
+  "$upk" publish "$name-$version.upk" --targets-key targets.key >"publish-$name-$version.out" 2>&1 ||
     fail "upk publish $name $version: $(cat "publish-$name-$version.out")"
 }
 publish base 1.0.0 base - -

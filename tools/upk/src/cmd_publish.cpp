@@ -292,6 +292,7 @@ struct PublishArgs {
   ServerArgs server;
   std::string package;
   std::vector<std::string> targets_keys, channels;
+  bool no_channel = false;
   int expires_days = 90;
 };
 
@@ -390,6 +391,8 @@ int RunPublish(const Context& ctx, const PublishArgs& a) {
 
   Json channels = Json::array();
   for (const auto& c : a.channels) channels.push_back(c);
+  // Like every appliance, a release starts in "stable" unless told otherwise.
+  if (a.channels.empty() && !a.no_channel) channels.push_back("stable");
   Json request{{"targets", *signed_targets},
                {"target_path", target_path},
                {"manifest", Base64Encode(reader->manifest_bytes())},
@@ -508,7 +511,9 @@ void AddPublishCommands(CLI::App& app, Context& ctx) {
     AddServerOptions(sub, a->server);
     sub->add_option("PKG", a->package, "The .upk package")->required()->check(CLI::ExistingFile);
     sub->add_option("--targets-key", a->targets_keys, "Targets private key file (repeatable)")->required();
-    sub->add_option("--channel", a->channels, "Channel to add the release to (repeatable)");
+    auto* channel = sub->add_option("--channel", a->channels, "Channel to add the release to (repeatable; default stable)");
+    sub->add_flag("--no-channel", a->no_channel, "Publish into no channel (add it later with 'upk channel add')")
+        ->excludes(channel);
     sub->add_option("--expires-days", a->expires_days, "Validity of the new targets metadata (default 90)")
         ->check(CLI::Range(1, 36500));
     OnRun(sub, ctx, [&ctx, a] { return RunPublish(ctx, *a); });
