@@ -5,7 +5,11 @@
 // Every request is hostile until its signature checks out: headers are checked before any
 // lookup, unknown appliances cost one keyserver lookup (then a short negative cache), and bodies
 // are bounded per route and validated field by field before anything is written.
+#include <charconv>
+#include <condition_variable>
+#include <deque>
 #include <set>
+#include <thread>
 
 #include "fleet_state.hpp"
 #include "upkeep/common/hash.hpp"
@@ -32,6 +36,10 @@ constexpr std::size_t kEventsBodyBytes = 4u << 20;
 constexpr std::chrono::hours kReuseMargin{24};
 constexpr std::size_t kMaxNegative = 10000;
 constexpr std::chrono::seconds kNegativeTtl{10};
+// Check-ins that need the database or the keyserver run on this many threads of the API's own
+// pool, at most kSlowQueue of them waiting; beyond that, 503 + Retry-After.
+constexpr unsigned kSlowThreads = 4;
+constexpr std::size_t kSlowQueue = 1024;
 
 bool Printable(std::string_view s) {
   for (char ch : s) {
@@ -43,6 +51,77 @@ bool Printable(std::string_view s) {
 Response Invalid(std::string_view field, std::string_view why) {
   return ApiError(400, "invalid_field", "field '" + std::string(field) + "': " + std::string(why));
 }
+
+// A small bounded pool for the check-ins that must block (database, keyserver): the check-in
+// route is async so the warm path is answered on the I/O thread. The state is shared with the
+// threads so a thread that ends up destroying the pool (the last reference to the API dropped
+// while it ran a task, only possible at shutdown) detaches instead of joining itself.
+class WorkQueue {
+ public:
+  explicit WorkQueue(unsigned threads) : state_(std::make_shared<State>()) {
+    for (unsigned i = 0; i < threads; ++i) {
+      threads_.emplace_back([st = state_] { Run(*st); });
+    }
+  }
+  WorkQueue(const WorkQueue&) = delete;
+  WorkQueue& operator=(const WorkQueue&) = delete;
+  ~WorkQueue() { Stop(); }
+
+  // Drops what is still queued (their Responders answer 500 when destroyed) and joins the
+  // threads. Idempotent. The service calls it at shutdown, before the database pool and the
+  // keyserver client it borrows go away.
+  void Stop() {
+    std::deque<std::function<void()>> dropped;
+    {
+      std::lock_guard lock(state_->mu);
+      state_->stopping = true;
+      dropped.swap(state_->tasks);
+    }
+    state_->cv.notify_all();
+    for (auto& t : threads_) {
+      if (!t.joinable()) continue;
+      if (t.get_id() == std::this_thread::get_id()) {
+        t.detach();
+      } else {
+        t.join();
+      }
+    }
+  }
+
+  // False when kSlowQueue tasks are already waiting.
+  bool Post(std::function<void()> task) {
+    {
+      std::lock_guard lock(state_->mu);
+      if (state_->stopping || state_->tasks.size() >= kSlowQueue) return false;
+      state_->tasks.push_back(std::move(task));
+    }
+    state_->cv.notify_one();
+    return true;
+  }
+
+ private:
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> tasks;
+    bool stopping = false;
+  };
+  static void Run(State& st) {
+    std::unique_lock lock(st.mu);
+    while (true) {
+      st.cv.wait(lock, [&] { return st.stopping || !st.tasks.empty(); });
+      if (st.stopping) return;
+      auto task = std::move(st.tasks.front());
+      st.tasks.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;
+      lock.lock();
+    }
+  }
+  std::shared_ptr<State> state_;
+  std::vector<std::thread> threads_;
+};
 
 struct Authenticated {
   std::shared_ptr<const CachedAppliance> appliance;
@@ -60,6 +139,7 @@ struct ApplianceApi {
 
   std::mutex negative_mu;
   std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> negative;  // unknown ids, briefly
+  WorkQueue slow{kSlowThreads};  // last: its threads stop before anything above is destroyed
 
   ApplianceApi(std::shared_ptr<Context> c, FleetState* f)
       : ctx(std::move(c)), fleet(f), replay(ctx->config.replay_cache_entries, ctx->config.request_skew) {}
@@ -78,7 +158,8 @@ struct ApplianceApi {
     negative[id] = std::chrono::steady_clock::now() + kNegativeTtl;
   }
 
-  std::variant<Authenticated, Response> Authenticate(const Request& req) {
+  // The four signature headers, checked before any lookup.
+  static std::variant<trust::RequestSignature, Response> SignatureHeaders(const Request& req) {
     trust::RequestSignature sig;
     auto id = req.Header(trust::kApplianceHeader);
     auto ts = req.Header(trust::kTimestampHeader);
@@ -93,6 +174,14 @@ struct ApplianceApi {
     sig.timestamp = std::string(*ts);
     sig.nonce = std::string(*nonce);
     sig.signature_hex = std::string(*signature);
+    return sig;
+  }
+
+  // Headers, lookup (may read the database or ask the keyserver), signature.
+  std::variant<Authenticated, Response> Authenticate(const Request& req) {
+    auto parsed = SignatureHeaders(req);
+    if (auto* r = std::get_if<Response>(&parsed)) return std::move(*r);
+    const trust::RequestSignature& sig = std::get<trust::RequestSignature>(parsed);
 
     Authenticated auth;
     auth.appliance = fleet->Find(sig.appliance_id);
@@ -130,12 +219,18 @@ struct ApplianceApi {
         auth.is_new = true;
       }
     }
-    if (auth.appliance->revoked) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
+    if (auto r = Verify(req, sig, *auth.appliance)) return std::move(*r);
+    return auth;
+  }
+
+  // The revocation flag and the signature (timestamp window, replay cache): memory only.
+  std::optional<Response> Verify(const Request& req, const trust::RequestSignature& sig, const CachedAppliance& appliance) {
+    if (appliance.revoked) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
 
     trust::RequestVerifier verifier(ctx->clock, replay);
     trust::RequestCheck failed = trust::RequestCheck::kOk;
-    auto st = verifier.Verify(trust::RequestToSign{req.method_name(), req.target(), req.body()}, sig,
-                              auth.appliance->key, &failed);
+    auto st = verifier.Verify(trust::RequestToSign{req.method_name(), req.target(), req.body()}, sig, appliance.key,
+                              &failed);
     if (!st.ok()) {
       switch (failed) {
         case trust::RequestCheck::kMalformed:
@@ -153,7 +248,7 @@ struct ApplianceApi {
           return ApiError(401, "bad_signature", st.error().message());
       }
     }
-    return auth;
+    return std::nullopt;
   }
 
   // The appliances row of a first contact, inside the caller's transaction.
@@ -177,12 +272,15 @@ struct ApplianceApi {
     return r;
   }
 
-  Response Checkin(const Request& req) {
-    auto authed = Authenticate(req);
-    if (auto* r = std::get_if<Response>(&authed)) return std::move(*r);
-    Authenticated& auth = std::get<Authenticated>(authed);
-    const CachedAppliance& appliance = *auth.appliance;
+  struct CheckinInput {
+    packages::Installed installed;
+    Json installed_clean = Json::object();
+    std::string agent;
+    SysTime appliance_time{};
+  };
 
+  // The body, field by field: memory only.
+  static std::variant<CheckinInput, Response> ParseCheckin(const Request& req) {
     Json body;
     if (auto r = net::ParseJsonObject(req, {"installed", "agent_version", "time"}, body)) return *r;
     auto installed_json = GetObject(body, "installed");
@@ -190,40 +288,52 @@ struct ApplianceApi {
     if ((*installed_json)->size() > kMaxInstalled) {
       return Invalid("installed", "at most " + std::to_string(kMaxInstalled) + " packages");
     }
-    packages::Installed installed;
-    Json installed_clean = Json::object();
+    CheckinInput in;
     for (const auto& [name, value] : (*installed_json)->items()) {
       if (!packages::IsValidPackageName(name)) return Invalid("installed", "'" + name + "' is not a package name");
       if (!value.is_string()) return Invalid("installed." + name, "must be a version string");
-      auto version = packages::Version::Parse(value.get<std::string>());
+      auto version = packages::Version::Parse(value.get_ref<const std::string&>());
       if (!version.ok()) return Invalid("installed." + name, version.error().message());
-      installed.emplace(name, *version);
-      installed_clean[name] = version->ToString();
+      in.installed_clean[name] = version->ToString();
+      in.installed.emplace(name, *std::move(version));
     }
     auto agent = GetString(body, "agent_version");
     if (!agent.ok()) return net::BadField(agent.error());
     if (agent->empty() || agent->size() > kMaxAgentVersion || !Printable(*agent)) {
       return Invalid("agent_version", "must be 1..64 printable ASCII characters");
     }
+    in.agent = *agent;
     auto time_text = GetString(body, "time");
     if (!time_text.ok()) return net::BadField(time_text.error());
     auto appliance_time = ParseTimestamp(*time_text);
     if (!appliance_time.ok()) return Invalid("time", appliance_time.error().message());
+    in.appliance_time = *appliance_time;
+    return in;
+  }
 
-    fleet->MaybeRefresh();
+  struct CheckinPlan {
+    trust::Assignment assignment;
+    std::string plan_hash;
+    std::vector<std::pair<std::int64_t, int>> new_members;  // (rollout, wave) to record
+    SysTime now{};
+  };
+
+  // What to assign now, from the current catalog snapshot: memory only (the caller has run
+  // MaybeRefresh(), or found no refresh due).
+  std::variant<CheckinPlan, Response> PlanCheckin(const CachedAppliance& appliance, const CheckinInput& in) const {
     auto snapshot = fleet->snapshot();
     Offer offer = OfferFor(*snapshot, appliance);
-    packages::Plan plan = packages::MakePlan(installed, *offer.catalog);
+    packages::Plan plan = packages::MakePlan(in.installed, *offer.catalog);
 
-    const SysTime now = ctx->clock.Now();
-    trust::Assignment assignment;
+    CheckinPlan out;
+    out.now = ctx->clock.Now();
+    trust::Assignment& assignment = out.assignment;
     assignment.appliance_id = appliance.appliance_id;
-    assignment.state_digest = trust::StateDigest(installed);
-    assignment.issued = now;
-    assignment.expires = now + ctx->config.assignment_validity;
+    assignment.state_digest = trust::StateDigest(in.installed);
+    assignment.issued = out.now;
+    assignment.expires = out.now + ctx->config.assignment_validity;
     assignment.channel = appliance.channel;
     Json plan_steps = Json::array();
-    std::vector<std::pair<std::int64_t, int>> new_members;  // (rollout, wave) to record
     for (const packages::PlanStep& p : plan.steps) {
       const std::string version = p.version.ToString();
       auto idx = snapshot->by_id.find({p.name, version});
@@ -246,20 +356,131 @@ struct ApplianceApi {
       if (gated != offer.gated.end() && gated->second.second >= 0 &&
           std::find(appliance.memberships.begin(), appliance.memberships.end(), gated->second.first) ==
               appliance.memberships.end()) {
-        new_members.push_back(gated->second);
+        out.new_members.push_back(gated->second);
       }
     }
-    auto canonical = CanonicalJson(Json{{"channel", appliance.channel}, {"steps", plan_steps}});
+    auto canonical = CanonicalJson(Json{{"channel", appliance.channel}, {"steps", std::move(plan_steps)}});
     if (!canonical.ok()) return ApiError(500, "internal", "plan hash: " + canonical.error().message());
-    const std::string plan_hash = Sha256Hex(*canonical);
+    out.plan_hash = Sha256Hex(*canonical);
+    return out;
+  }
 
-    // The steady state: same state, same plan, a day or more of validity left -> the stored
-    // envelope, no keyserver call.
+  // The steady state: same state, same plan, a day or more of validity left -> the stored
+  // envelope, no keyserver call.
+  static bool Reusable(const CachedAppliance& appliance, const CheckinPlan& plan) {
+    return appliance.assignment && appliance.assignment->state_digest == plan.assignment.state_digest &&
+           appliance.assignment->plan_hash == plan.plan_hash && appliance.assignment->expires - plan.now > kReuseMargin;
+  }
+
+  void Record(const CachedAppliance& appliance, CheckinInput&& in, const CheckinPlan& plan) {
+    PendingCheckin pending;
+    pending.installed = std::move(in.installed_clean);
+    pending.state_digest = plan.assignment.state_digest;
+    pending.agent_version = std::move(in.agent);
+    pending.at = plan.now;
+    pending.clock_offset_seconds = (in.appliance_time - plan.now).count();
+    fleet->RecordCheckin(appliance.appliance_id, std::move(pending));
+    if (checkins) checkins->Inc();
+  }
+
+  // The stored envelope bytes spliced in as they are: the same bytes Response::Json would give
+  // for {"assignment": parsed envelope, ...} (cached envelopes are our own dump() output, see
+  // FleetState::Load), without a parse and a dump per answer. Keys in nlohmann's (sorted) order.
+  Response Answer(const std::string& envelope, SysTime now) const {
+    static constexpr std::string_view kHead = "{\"assignment\":";
+    static constexpr std::string_view kInterval = ",\"next_checkin_seconds\":";
+    static constexpr std::string_view kTime = ",\"server_time\":\"";
+    const std::string server_time = FormatTimestamp(now);
+    char interval[24];
+    auto [end, ec] = std::to_chars(interval, interval + sizeof interval, ctx->config.checkin_interval.count());
+    (void)ec;
+    Response r(200);
+    r.body.reserve(kHead.size() + envelope.size() + kInterval.size() + static_cast<std::size_t>(end - interval) +
+                   kTime.size() + server_time.size() + 2);
+    r.body.append(kHead).append(envelope).append(kInterval).append(interval, end).append(kTime).append(server_time).append("\"}");
+    r.headers.emplace_back("Content-Type", "application/json");
+    return r;
+  }
+
+  // On the I/O thread: the warm check-in (cached appliance, reusable assignment with its envelope
+  // in memory, no rollout membership to record) is answered here; anything that needs the
+  // database or the keyserver goes to the pool, past the steps already done.
+  void CheckinAsync(const Request& req, net::Responder responder) {
+    auto parsed = SignatureHeaders(req);
+    if (auto* r = std::get_if<Response>(&parsed)) return responder.Send(std::move(*r));
+    const trust::RequestSignature& sig = std::get<trust::RequestSignature>(parsed);
+    std::shared_ptr<const CachedAppliance> appliance = fleet->Find(sig.appliance_id);
+    if (!appliance) {
+      // Unknown here: a database row, the negative cache or the keyserver decides.
+      return Offload(std::move(responder), [this, &req] { return Checkin(req); });
+    }
+    if (auto r = Verify(req, sig, *appliance)) return responder.Send(std::move(*r));
+    auto input = ParseCheckin(req);
+    if (auto* r = std::get_if<Response>(&input)) return responder.Send(std::move(*r));
+    auto in = std::make_shared<CheckinInput>(std::get<CheckinInput>(std::move(input)));
+    Authenticated auth;
+    auth.appliance = std::move(appliance);
+    if (!fleet->RefreshDue()) {
+      auto planned = PlanCheckin(*auth.appliance, *in);
+      if (auto* r = std::get_if<Response>(&planned)) return responder.Send(std::move(*r));
+      const CheckinPlan& plan = std::get<CheckinPlan>(planned);
+      const CachedAppliance& a = *auth.appliance;
+      if (plan.new_members.empty() && Reusable(a, plan) && a.assignment->envelope) {
+        Response answer = Answer(*a.assignment->envelope, plan.now);
+        Record(a, std::move(*in), plan);
+        return responder.Send(std::move(answer));
+      }
+    }
+    Offload(std::move(responder), [this, auth = std::move(auth), in] { return Continue(auth, std::move(*in)); });
+  }
+
+  // Runs `work` on the pool and answers with its response; 503 + Retry-After when the queue is full.
+  template <typename F>
+  void Offload(net::Responder responder, F work) {
+    auto job = std::make_shared<std::pair<net::Responder, F>>(std::move(responder), std::move(work));
+    if (!slow.Post([job] {
+          Response r;
+          try {
+            r = job->second();
+          } catch (...) {
+            r = Response::JsonError(500, "internal", "handler failed");
+          }
+          job->first.Send(std::move(r));
+        })) {
+      Response r = ApiError(503, "overloaded", "server busy; retry later");
+      r.SetHeader("Retry-After", "1");
+      job->first.Send(std::move(r));
+    }
+  }
+
+  // The whole check-in, blocking allowed (pool threads only).
+  Response Checkin(const Request& req) {
+    auto authed = Authenticate(req);
+    if (auto* r = std::get_if<Response>(&authed)) return std::move(*r);
+    Authenticated& auth = std::get<Authenticated>(authed);
+    auto input = ParseCheckin(req);
+    if (auto* r = std::get_if<Response>(&input)) return std::move(*r);
+    return Continue(auth, std::get<CheckinInput>(std::move(input)));
+  }
+
+  // After authentication and the body: plan, reuse or sign, store (pool threads only).
+  Response Continue(const Authenticated& auth, CheckinInput in) {
+    const CachedAppliance& appliance = *auth.appliance;
+    fleet->MaybeRefresh();
+    auto planned = PlanCheckin(appliance, in);
+    if (auto* r = std::get_if<Response>(&planned)) return std::move(*r);
+    const CheckinPlan& plan = std::get<CheckinPlan>(planned);
+    const trust::Assignment& assignment = plan.assignment;
+    const std::string& plan_hash = plan.plan_hash;
+    const auto& new_members = plan.new_members;
+    const SysTime now = plan.now;
+
     std::shared_ptr<const std::string> envelope;
     bool reused = false;
-    if (appliance.assignment && appliance.assignment->state_digest == assignment.state_digest &&
-        appliance.assignment->plan_hash == plan_hash && appliance.assignment->expires - now > kReuseMargin) {
+    bool from_cache = false;
+    if (Reusable(appliance, plan)) {
       envelope = appliance.assignment->envelope;
+      from_cache = envelope != nullptr;
       if (!envelope) {
         auto stored = ReadEnvelope(appliance.appliance_id, assignment.state_digest, plan_hash);
         if (auto* r = std::get_if<Response>(&stored)) return std::move(*r);
@@ -275,6 +496,7 @@ struct ApplianceApi {
         return ctx->KeyserverFailure("sign assignment", signed_doc.error());
       }
       envelope = std::make_shared<const std::string>(signed_doc->dump());
+      from_cache = true;  // our own dump(): splicing gives the same bytes
       if (signed_total) signed_total->Inc();
     }
 
@@ -307,15 +529,9 @@ struct ApplianceApi {
       }
     }
 
-    PendingCheckin pending;
-    pending.installed = std::move(installed_clean);
-    pending.state_digest = assignment.state_digest;
-    pending.agent_version = *agent;
-    pending.at = now;
-    pending.clock_offset_seconds = (*appliance_time - now).count();
-    fleet->RecordCheckin(appliance.appliance_id, std::move(pending));
-    if (checkins) checkins->Inc();
-
+    Record(appliance, std::move(in), plan);
+    if (from_cache) return Answer(*envelope, now);
+    // Read back from the assignments table just now: parse (it may be unreadable) and re-dump.
     auto parsed = ParseJson(*envelope);
     if (!parsed.ok()) return ApiError(500, "internal", "stored assignment unreadable");
     return Response::Json(200, Json{{"assignment", std::move(parsed).value()},
@@ -487,6 +703,9 @@ std::optional<Response> SignedHeadersPrecheck(const Request& req) {
 Status RegisterApplianceApi(const std::shared_ptr<Context>& ctx, net::Server& server) {
   if (!ctx->fleet) return Error(Errc::kInternal, "InitFleet() must run before the appliance API is registered");
   auto api = std::make_shared<ApplianceApi>(ctx, ctx->fleet.get());
+  ctx->stop_hooks.push_back([weak = std::weak_ptr<ApplianceApi>(api)] {
+    if (auto a = weak.lock()) a->slow.Stop();
+  });
   if (ctx->metrics) {
     api->checkins = &ctx->metrics->GetCounter("upkeep_updater_checkins_total", "Appliance check-ins answered");
     api->signed_total = &ctx->metrics->GetCounter("upkeep_updater_assignments_signed_total",
@@ -502,9 +721,11 @@ Status RegisterApplianceApi(const std::shared_ptr<Context>& ctx, net::Server& se
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/enrol", [api](const Request& r) { return api->Enrol(r); }, enrol));
   net::RouteOptions checkin;
   checkin.max_body_bytes = kCheckinBodyBytes;
-  checkin.use_worker_pool = true;
   checkin.precheck = SignedHeadersPrecheck;
-  UPK_TRY(server.Handle(Method::kPost, "/api/v1/checkin", [api](const Request& r) { return api->Checkin(r); }, checkin));
+  // Async: the warm path is answered on the I/O thread, the rest goes to the API's own pool.
+  UPK_TRY(server.HandleAsync(
+      Method::kPost, "/api/v1/checkin",
+      [api](const Request& r, net::Responder responder) { api->CheckinAsync(r, std::move(responder)); }, checkin));
   net::RouteOptions events;
   events.max_body_bytes = kEventsBodyBytes;
   events.use_worker_pool = true;

@@ -53,6 +53,8 @@ struct Context {
   net::MetricsRegistry* metrics = nullptr;  // set by Register()
   TokenStore tokens;
   std::vector<BackgroundJob> jobs;           // filled before StartBackground()
+  // Run by Service::StopBackground(): stop threads that borrow the pool or the keyserver client.
+  std::vector<std::function<void()>> stop_hooks;
   std::shared_ptr<RepositoryStore> repository;  // set by InitRepository()
   std::shared_ptr<class FleetState> fleet;   // set by InitFleet() (fleet_state.hpp)
 

@@ -258,6 +258,8 @@ Status FleetState::Refresh(bool force) {
   return OkStatus();
 }
 
+bool FleetState::RefreshDue() const { return SteadyMs() - last_refresh_ms_.load() >= 1000; }
+
 void FleetState::MaybeRefresh() {
   if (SteadyMs() - last_refresh_ms_.load() < 1000) return;
   std::unique_lock lock(refresh_mu_, std::try_to_lock);
@@ -354,7 +356,14 @@ Expected<std::shared_ptr<const CachedAppliance>> FleetState::Load(const std::str
     UPK_TRY_ASSIGN(s.plan_hash, r.Get<std::string>(0, "plan_hash"));
     UPK_TRY_ASSIGN(s.expires, r.Get<SysTime>(0, "expires_at"));
     UPK_TRY_ASSIGN(std::string envelope, r.Get<std::string>(0, "envelope"));
-    s.envelope = std::make_shared<const std::string>(std::move(envelope));
+    // Cached as the exact bytes a check-in answer splices in (the dump() of the parsed envelope,
+    // which is what was stored); an unreadable one stays uncached, so the check-in reads it and
+    // answers 500 as before.
+    auto parsed = ParseJson(envelope);
+    if (parsed.ok()) {
+      std::string canonical = parsed->dump(-1, ' ', false, Json::error_handler_t::replace);
+      s.envelope = std::make_shared<const std::string>(canonical == envelope ? std::move(envelope) : std::move(canonical));
+    }
     a->assignment = std::move(s);
   }
   UPK_TRY_ASSIGN(std::string members, r.Get<std::string>(0, "memberships"));

@@ -8,8 +8,9 @@
 //   are carried over between snapshots, so a reload parses only new releases.
 // - An appliance cache (bounded, kMaxCachedAppliances): key, channel, groups, status, licence
 //   end, the last assignment's digest/plan hash/expiry (and its envelope while the envelope bytes
-//   fit kMaxCachedEnvelopeBytes) and the rollouts it is recorded in. A steady-state check-in reads
-//   nothing from the database. Entries change copy-on-write; an operator's appliance update
+//   fit kMaxCachedEnvelopeBytes, as the exact bytes the check-in answer splices in) and the
+//   rollouts it is recorded in. A steady-state check-in reads nothing from the database (and is
+//   answered on the I/O thread). Entries change copy-on-write; an operator's appliance update
 //   anywhere is seen through its audit row when the generation moves (it bumps it).
 // - Pending check-in writes (installed set, agent version, time, clock offset), written by a
 //   background job every second in one statement per 2000 appliances. They stay in memory until
@@ -134,6 +135,8 @@ class FleetState {
   Status Refresh(bool force = false);
   // From the check-in path: Refresh() at most once a second, by one thread; errors only logged.
   void MaybeRefresh();
+  // Whether MaybeRefresh() would reload now (then the caller must be allowed to block).
+  bool RefreshDue() const;
 
   // The appliance cache.
   std::shared_ptr<const CachedAppliance> Find(const std::string& appliance_id) const;

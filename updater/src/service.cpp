@@ -114,6 +114,7 @@ void Service::StopBackground() {
   }
   impl_->cv.notify_all();
   if (impl_->background.joinable()) impl_->background.join();
+  for (const auto& hook : impl_->ctx->stop_hooks) hook();
 }
 
 Status Service::RunBackgroundOnce() {
