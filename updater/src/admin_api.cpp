@@ -123,22 +123,8 @@ struct AdminApi {
         return ApiError(400, "invalid_query", "'limit' must be an integer 1.." + std::to_string(kMaxAuditLimit));
       }
     }
-    auto done = ctx->Transact<Json>("audit", [&](db::Connection& c, std::optional<Response>&) -> Expected<Json> {
-      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT id, at, actor, action, target, detail::text AS detail "
-                                          "FROM audit ORDER BY id DESC LIMIT $1", limit));
-      Json entries = Json::array();
-      for (int i = 0; i < r.rows(); ++i) {
-        UPK_TRY_ASSIGN(std::int64_t id, r.Get<std::int64_t>(i, "id"));
-        UPK_TRY_ASSIGN(SysTime at, r.Get<SysTime>(i, "at"));
-        UPK_TRY_ASSIGN(std::string actor, r.Get<std::string>(i, "actor"));
-        UPK_TRY_ASSIGN(std::string action, r.Get<std::string>(i, "action"));
-        UPK_TRY_ASSIGN(std::string target, r.Get<std::string>(i, "target"));
-        UPK_TRY_ASSIGN(std::string detail_text, r.Get<std::string>(i, "detail"));
-        UPK_TRY_ASSIGN(Json detail, ParseJson(detail_text));
-        entries.push_back(Json{{"id", id}, {"at", FormatTimestamp(at)}, {"actor", actor}, {"action", action},
-                               {"target", target}, {"detail", detail}});
-      }
-      return entries;
+    auto done = ctx->Transact<Json>("audit", [&](db::Connection& c, std::optional<Response>&) {
+      return db::ListAudit(c, limit);
     }, db::TxOptions{.read_only = true});
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     return Response::Json(200, Json{{"entries", std::get<Json>(done)}});

@@ -51,12 +51,5 @@ Status Context::BumpCatalogGeneration(db::Connection& c) {
   return OkStatus();
 }
 
-Status InsertAudit(db::Connection& c, SysTime at, std::string_view actor, std::string_view action,
-                   std::string_view target, const Json& detail) {
-  auto r = c.Exec("INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5::jsonb)", at, actor,
-                  action, target, detail.dump());
-  if (!r.ok()) return r.error();
-  return OkStatus();
-}
 
 }  // namespace upkeep::updater

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "auth.hpp"
+#include "upkeep/db/audit.hpp"
 #include "upkeep/db/errors.hpp"
 #include "upkeep/db/pool.hpp"
 #include "upkeep/db/transaction.hpp"
@@ -98,8 +99,7 @@ struct Context {
   static Status BumpCatalogGeneration(db::Connection& c);
 };
 
-Status InsertAudit(db::Connection& c, SysTime at, std::string_view actor, std::string_view action,
-                   std::string_view target, const Json& detail);
+using db::InsertAudit;  // the audit row of a request, in its transaction (db/audit.hpp)
 
 // Route groups, each in its own file.
 Status InitRepository(Context& ctx);  // at Create(): keyserver keys, materialise the repository directory
