@@ -159,7 +159,12 @@ class Extractor {
         }
         // fchmod ignores the umask: the file gets exactly the manifest's mode.
         if (::fchmod(fd.get(), e.mode) != 0) return Named(e, Errc::kIo, std::strerror(errno));
-        if (options_.fsync && ::fsync(fd.get()) != 0) return Named(e, Errc::kIo, std::strerror(errno));
+        // Durability comes from one syncfs() at the end (FinishDirectories); here writeback only
+        // starts, so the disk works while we decrypt and hash the next entries. One fsync per
+        // file would force a journal commit per file (about 3x the time of the whole extraction).
+        if (options_.fsync && ::sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
+          return Named(e, Errc::kIo, std::strerror(errno));
+        }
         if (::close(fd.Release()) != 0) return Named(e, Errc::kIo, std::strerror(errno));
         return OkStatus();
       }
@@ -177,11 +182,12 @@ class Extractor {
       e.path = path;
       auto parts = Split(path);
       UPK_TRY_ASSIGN(Fd fd, OpenDir(e, parts, parts.size(), false));
-      if (options_.fsync && ::fsync(fd.get()) != 0) return Named(e, Errc::kIo, std::strerror(errno));
       if (::fchmod(fd.get(), mode) != 0) return Named(e, Errc::kIo, std::strerror(errno));
     }
     if (::fchmod(root_, 0755) != 0) return Error(Errc::kIo, std::string("destination: ") + std::strerror(errno));
-    if (options_.fsync && ::fsync(root_) != 0) return Error(Errc::kIo, std::string("destination: ") + std::strerror(errno));
+    // Every file, directory and mode we wrote is durable before the rename: syncfs flushes the
+    // whole filesystem holding the temporary directory and (Linux >= 5.8) reports writeback errors.
+    if (options_.fsync && ::syncfs(root_) != 0) return Error(Errc::kIo, std::string("destination: syncfs: ") + std::strerror(errno));
     return OkStatus();
   }
 
@@ -191,24 +197,21 @@ class Extractor {
   std::map<std::string, std::uint32_t> dir_modes_;
 };
 
-}  // namespace
-
-Expected<VerifyResult> ExtractPackage(const fs::path& upk, const fs::path& dest_in, const VerifyOptions& options,
-                                      ProgressFn progress, const ExtractOptions& extract) {
+// `dest_in` normalized, if it names a directory that does not exist yet.
+Expected<fs::path> NewDestination(const fs::path& dest_in) {
   fs::path dest = dest_in.lexically_normal();
   if (!dest.has_filename()) dest = dest.parent_path();
   if (dest.empty() || dest == "." || dest == "..") return Error(Errc::kInvalidArgument, "destination " + Quote(dest_in.string()) + " is not a new directory name");
   struct stat st {};
   if (::lstat(dest.c_str(), &st) == 0) return Error(Errc::kInvalidArgument, "destination " + Quote(dest.string()) + " already exists");
+  return dest;
+}
 
-  UPK_TRY_ASSIGN(PackageReader reader, PackageReader::OpenFile(upk));
-  VerifyResult result;
-  if (options.trusted.empty()) {
-    reader.SkipSignatureCheck();
-  } else {
-    UPK_TRY_ASSIGN(result.signed_by, reader.VerifySignatures(options.trusted, options.threshold));
-    result.integrity_only = false;
-  }
+}  // namespace
+
+Expected<VerifyResult> ExtractFromReader(PackageReader& reader, const fs::path& dest_in, ProgressFn progress,
+                                         const ExtractOptions& extract) {
+  UPK_TRY_ASSIGN(fs::path dest, NewDestination(dest_in));
 
   const fs::path temp = TempSibling(dest);
   if (::mkdir(temp.c_str(), 0700) != 0) return Error(Errc::kIo, temp.string() + ": " + std::strerror(errno));
@@ -232,11 +235,28 @@ Expected<VerifyResult> ExtractPackage(const fs::path& upk, const fs::path& dest_
   cleanup.keep = true;
   if (extract.fsync) UPK_TRY(SyncDirectory(dest.parent_path()));
 
+  VerifyResult result;
+  result.signed_by = reader.signed_by();
+  result.integrity_only = result.signed_by.empty();
   result.manifest = reader.manifest();
   result.entries = reader.entries_read();
   result.payload_bytes = reader.payload_bytes_read();
   result.package_bytes = reader.package_bytes();
   return result;
+}
+
+Expected<VerifyResult> ExtractPackage(const fs::path& upk, const fs::path& dest_in, const VerifyOptions& options,
+                                      ProgressFn progress, const ExtractOptions& extract) {
+  // Refuse a bad destination before opening the package (ExtractFromReader checks it again).
+  UPK_TRY(NewDestination(dest_in));
+
+  UPK_TRY_ASSIGN(PackageReader reader, PackageReader::OpenFile(upk));
+  if (options.trusted.empty()) {
+    reader.SkipSignatureCheck();
+  } else {
+    UPK_TRY(reader.VerifySignatures(options.trusted, options.threshold));
+  }
+  return ExtractFromReader(reader, dest_in, std::move(progress), extract);
 }
 
 }  // namespace upkeep::packages

@@ -17,6 +17,7 @@
 #include "upkeep/common/hash.hpp"
 #include "archive_util.hpp"
 #include "upkeep/packages/package.hpp"
+#include "upkeep/packages/source.hpp"
 
 namespace upkeep::packages {
 namespace {
@@ -65,6 +66,18 @@ struct PackageReader::Impl {
   std::uint64_t source_size = 0;
   std::string label;
 
+  // Source mode: libarchive pulls through SourceRead into two alternating buffers, each filled
+  // completely unless the source ended, so the bytes after the last entry (at most
+  // kMaxTrailerBytes < kReadBlock) are still in the last two buffers when CheckTrailer runs.
+  std::unique_ptr<ByteSource> source;
+  std::optional<Error> source_error;  // the source's own error, surfaced instead of libarchive's
+  std::vector<std::uint8_t> bufs[2];
+  std::uint64_t buf_start[2] = {0, 0};
+  std::size_t buf_len[2] = {0, 0};
+  int cur_buf = 1;
+  std::uint64_t delivered = 0;
+  std::vector<std::string> signed_by;
+
   Manifest manifest;
   std::string manifest_bytes;
   std::vector<Signature> signatures;
@@ -86,16 +99,49 @@ struct PackageReader::Impl {
   }
 
   Error Fail(Errc code, const std::string& message) {
-    failed = Error(code, label + ": " + message);
+    // Whatever libarchive made of it, a failing source is reported with its own error.
+    failed = source_error ? *source_error : Error(code, label + ": " + message);
     return *failed;
+  }
+
+  static la_ssize_t SourceRead(archive* ar, void* client, const void** out) {
+    auto* m = static_cast<Impl*>(client);
+    if (m->source_error) {
+      archive_set_error(ar, EIO, "%s", m->source_error->message().c_str());
+      return -1;
+    }
+    const int i = m->cur_buf = 1 - m->cur_buf;
+    std::vector<std::uint8_t>& b = m->bufs[i];
+    std::size_t got = 0;
+    while (got < b.size()) {
+      auto n = m->source->Read(std::span<std::uint8_t>(b.data() + got, b.size() - got));
+      if (!n.ok()) {
+        m->source_error = n.error();
+        archive_set_error(ar, EIO, "%s", m->source_error->message().c_str());
+        return -1;
+      }
+      if (*n == 0) break;
+      got += std::min(*n, b.size() - got);
+    }
+    m->buf_start[i] = m->delivered;
+    m->buf_len[i] = got;
+    m->delivered += got;
+    *out = b.data();
+    return static_cast<la_ssize_t>(got);
   }
 
   Status OpenArchive() {
     a = archive_read_new();
     if (!a) return Error(Errc::kInternal, label + ": cannot allocate an archive reader");
     archive_read_support_format_tar(a);
-    int r = fd >= 0 ? archive_read_open_fd(a, fd, kReadBlock)
-                    : archive_read_open_memory(a, memory.data(), memory.size());
+    int r = ARCHIVE_OK;
+    if (source) {
+      bufs[0].resize(kReadBlock);
+      bufs[1].resize(kReadBlock);
+      r = archive_read_open(a, this, nullptr, &Impl::SourceRead, nullptr);
+    } else {
+      r = fd >= 0 ? archive_read_open_fd(a, fd, kReadBlock) : archive_read_open_memory(a, memory.data(), memory.size());
+    }
     if (r != ARCHIVE_OK) return Fail(Errc::kVerification, "not a package: " + ArchiveMessage(a));
     return OkStatus();
   }
@@ -160,8 +206,51 @@ struct PackageReader::Impl {
     return OkStatus();
   }
 
+  // Source mode: the bytes after the entries that libarchive already pulled must be zero (they
+  // sit in the last two buffers); then the source is read to its end, so it can run its own
+  // end checks, and what it still delivers must be zero too.
+  Status CheckSourceTrailer(std::uint64_t end_of_entries) {
+    if (end_of_entries > delivered) return Fail(Errc::kVerification, "archive ends inside its last entry");
+    std::uint64_t covered = 0;
+    for (int i = 0; i < 2; ++i) {
+      const std::uint64_t lo = std::max(end_of_entries, buf_start[i]);
+      const std::uint64_t hi = buf_start[i] + buf_len[i];
+      if (hi <= lo) continue;
+      const std::uint8_t* p = bufs[i].data() + (lo - buf_start[i]);
+      if (std::any_of(p, p + (hi - lo), [](std::uint8_t c) { return c != 0; })) {
+        return Fail(Errc::kVerification, "trailing data after the last entry");
+      }
+      covered += hi - lo;
+    }
+    std::uint64_t tail = delivered - end_of_entries;
+    if (covered != tail) {
+      return Fail(Errc::kVerification, std::to_string(tail) + " bytes of trailing data after the last entry");
+    }
+    std::vector<std::uint8_t> rest(4096);
+    while (tail <= kMaxTrailerBytes) {
+      auto n = source->Read(rest);
+      if (!n.ok()) {
+        source_error = n.error();
+        return Fail(Errc::kIo, source_error->message());
+      }
+      if (*n == 0) break;
+      const std::size_t got = std::min(*n, rest.size());
+      if (std::any_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(got), [](std::uint8_t c) { return c != 0; })) {
+        return Fail(Errc::kVerification, "trailing data after the last entry");
+      }
+      tail += got;
+    }
+    if (tail < 1024) return Fail(Errc::kVerification, "truncated: end-of-archive marker missing");
+    if (tail > kMaxTrailerBytes) {
+      return Fail(Errc::kVerification, "more than " + std::to_string(kMaxTrailerBytes - 1024) +
+                                           " bytes of trailing data after the end-of-archive marker");
+    }
+    return OkStatus();
+  }
+
   // What follows the last entry must be the end-of-archive marker and zero padding, nothing else.
   Status CheckTrailer(std::uint64_t end_of_entries) {
+    if (source) return CheckSourceTrailer(end_of_entries);
     if (end_of_entries > source_size) return Fail(Errc::kVerification, "archive ends inside its last entry");
     std::uint64_t tail = source_size - end_of_entries;
     if (tail < 1024) return Fail(Errc::kVerification, "truncated: end-of-archive marker missing");
@@ -352,6 +441,18 @@ Expected<PackageReader> PackageReader::OpenFile(const std::filesystem::path& upk
   return PackageReader(std::move(impl));
 }
 
+Expected<PackageReader> PackageReader::OpenSource(std::unique_ptr<ByteSource> source) {
+  if (!source) return Error(Errc::kInvalidArgument, "package: no byte source");
+  Utf8Locale locale;
+  auto impl = std::make_unique<Impl>();
+  impl->label = "package";
+  impl->source = std::move(source);
+  UPK_TRY(impl->OpenArchive());
+  UPK_TRY(impl->ReadManifest());
+  UPK_TRY(impl->ReadSignatures());
+  return PackageReader(std::move(impl));
+}
+
 Expected<PackageReader> PackageReader::OpenMemory(std::span<const std::uint8_t> bytes) {
   Utf8Locale locale;
   auto impl = std::make_unique<Impl>();
@@ -367,7 +468,10 @@ Expected<PackageReader> PackageReader::OpenMemory(std::span<const std::uint8_t> 
 const Manifest& PackageReader::manifest() const { return impl_->manifest; }
 const std::string& PackageReader::manifest_bytes() const { return impl_->manifest_bytes; }
 const std::vector<Signature>& PackageReader::signatures() const { return impl_->signatures; }
-std::uint64_t PackageReader::package_bytes() const { return impl_->source_size; }
+std::uint64_t PackageReader::package_bytes() const {
+  return impl_->source ? impl_->source->position() : impl_->source_size;
+}
+const std::vector<std::string>& PackageReader::signed_by() const { return impl_->signed_by; }
 std::uint64_t PackageReader::payload_bytes_read() const { return impl_->payload_done; }
 std::size_t PackageReader::entries_read() const { return impl_->next_index; }
 
@@ -428,6 +532,7 @@ Expected<std::vector<std::string>> PackageReader::VerifySignatures(const std::ve
     return good.error();
   }
   m.unlocked = true;
+  m.signed_by = *good;
   return good;
 }
 

@@ -244,4 +244,17 @@ Expected<Licence> VerifyLicence(std::string_view text, const packages::PublicKey
   return l;
 }
 
+Expected<std::string> EnrolmentRequestBody(const ApplianceIdentity& identity, std::string_view licence_key,
+                                           SysTime now) {
+  const Json public_key = identity.public_key().signing_key().ToJson();
+  const std::string ts = FormatTimestamp(now);
+  UPK_TRY_ASSIGN(std::string canonical,
+                 CanonicalJson(Json{{"licence_key", licence_key}, {"public_key", public_key}, {"timestamp", ts}}));
+  return Json{{"licence_key", licence_key},
+              {"public_key", public_key},
+              {"timestamp", ts},
+              {"signature", ToHex(identity.Sign(canonical))}}
+      .dump();
+}
+
 }  // namespace upkeep::trust

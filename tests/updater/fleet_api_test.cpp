@@ -348,5 +348,131 @@ TEST(UpdaterFleetApi, AppliancesListShowAndUpdate) {
   EXPECT_EQ(Offered(f, a), kNothing);
 }
 
+Reply SetAllowMajor(ServiceFixture& f, const trust::ApplianceIdentity& id, const Json& names) {
+  return f.Call("POST", "/api/v1/appliances/" + id.appliance_id(), Json{{"allow_major", names}}.dump(),
+                f.token("publisher"));
+}
+
+// base 1.0.0 / software 7.1.0 installed; base 2.0.0, software 7.2.0 and 8.0.0 (needs base 2) offered.
+void InsertMajorLines(ServiceFixture& f) {
+  InsertRelease(f, {.name = "base", .version = "2.0.0", .kind = packages::Kind::kBase});
+  InsertRelease(f, {.name = "software", .version = "7.2.0"});
+  InsertRelease(f, {.name = "software",
+                    .version = "8.0.0",
+                    .kind = packages::Kind::kSoftware,
+                    .requires_ = {packages::Requirement{"base", packages::Version::Parse("2.0.0").value()}}});
+  Refresh(f);
+}
+
+const std::map<std::string, std::string> kLine1 = {{"base", "1.0.0"}, {"software", "7.1.0"}};
+
+TEST(UpdaterFleetApi, AllowMajorLetsAnApplianceCrossIntoANewMajorLine) {
+  ServiceFixture f;
+  InsertMajorLines(f);
+  auto a = Enrolled(f);
+  auto other = Enrolled(f);
+  const std::string path = "/api/v1/appliances/" + a.appliance_id();
+
+  // Without the opt-in: each package stays in its line, and the same state reuses the assignment.
+  EXPECT_EQ(Offered(f, a, kLine1), std::vector<std::string>{"software 7.2.0"});
+  EXPECT_EQ(Offered(f, a, kLine1), std::vector<std::string>{"software 7.2.0"});
+  EXPECT_EQ(f.keyserver().sign_calls("assignment"), 1);
+  Reply detail = f.Call("GET", path, "", f.token("support"));
+  ASSERT_EQ(detail.status, 200) << detail.body;
+  EXPECT_EQ(detail.json["appliance"]["allow_major"], Json::array());
+  bool blocked_base = false;
+  for (const Json& b : detail.json["appliance"]["plan"]["blocked"]) {
+    blocked_base = blocked_base || (b["name"] == "base" && b["version"] == "2.0.0");
+  }
+  EXPECT_TRUE(blocked_base) << detail.json["appliance"]["plan"].dump();
+
+  // Opt in for base: the next check-in, same installed state, gets a new assignment with base 2.0.0.
+  Reply set = SetAllowMajor(f, a, {"base"});
+  ASSERT_EQ(set.status, 200) << set.body;
+  EXPECT_EQ(set.json["appliance"]["allow_major"], Json::array({"base"}));
+  Json audit = LastAudit(f, "appliance.update");
+  EXPECT_EQ(audit["target"], a.appliance_id());
+  EXPECT_EQ(audit["detail"]["allow_major"]["from"], Json::array());
+  EXPECT_EQ(audit["detail"]["allow_major"]["to"], Json::array({"base"}));
+  EXPECT_FALSE(audit["detail"].contains("channel"));
+  EXPECT_EQ(Offered(f, a, kLine1), (std::vector<std::string>{"base 2.0.0", "software 7.2.0"}));
+  EXPECT_EQ(f.keyserver().sign_calls("assignment"), 2);
+  EXPECT_EQ(Offered(f, a, kLine1), (std::vector<std::string>{"base 2.0.0", "software 7.2.0"}));
+  EXPECT_EQ(f.keyserver().sign_calls("assignment"), 2) << "unchanged settings and state reuse the assignment";
+  // Only this appliance opted in.
+  EXPECT_EQ(Offered(f, other, kLine1), std::vector<std::string>{"software 7.2.0"});
+
+  // Both lines: base 1.0.0 -> 2.0.0, then software 7.1.0 -> 8.0.0 (which needs base 2).
+  ASSERT_EQ(SetAllowMajor(f, a, {"software", "base"}).status, 200);
+  EXPECT_EQ(Offered(f, a, kLine1), (std::vector<std::string>{"base 2.0.0", "software 8.0.0"}));
+  detail = f.Call("GET", path, "", f.token("support"));
+  ASSERT_EQ(detail.status, 200) << detail.body;
+  const Json& d = detail.json["appliance"];
+  EXPECT_EQ(d["allow_major"], Json::array({"base", "software"}));  // sorted
+  ASSERT_EQ(d["plan"]["steps"].size(), 2u) << d["plan"].dump();
+  EXPECT_EQ(d["plan"]["steps"][0]["version"], "2.0.0");
+  EXPECT_EQ(d["plan"]["steps"][1]["version"], "8.0.0");
+  Reply list = f.Call("GET", "/api/v1/appliances", "", f.token("support"));
+  ASSERT_EQ(list.status, 200);
+  for (const Json& s : list.json["appliances"]) {
+    EXPECT_EQ(s["allow_major"], s["appliance_id"] == a.appliance_id() ? Json::array({"base", "software"}) : Json::array());
+  }
+
+  // A changed setting alone (same steps, same state) still gets a new assignment.
+  const int signed_before = f.keyserver().sign_calls("assignment");
+  ASSERT_EQ(SetAllowMajor(f, a, {"base", "software", "tools"}).status, 200);
+  EXPECT_EQ(Offered(f, a, kLine1), (std::vector<std::string>{"base 2.0.0", "software 8.0.0"}));
+  EXPECT_EQ(f.keyserver().sign_calls("assignment"), signed_before + 1);
+
+  // An empty list clears it: back to the installed lines.
+  Reply cleared = SetAllowMajor(f, a, Json::array());
+  ASSERT_EQ(cleared.status, 200) << cleared.body;
+  EXPECT_EQ(cleared.json["appliance"]["allow_major"], Json::array());
+  EXPECT_EQ(LastAudit(f, "appliance.update")["detail"]["allow_major"]["from"], Json::array({"base", "software", "tools"}));
+  EXPECT_EQ(Offered(f, a, kLine1), std::vector<std::string>{"software 7.2.0"});
+}
+
+TEST(UpdaterFleetApi, AllowMajorIsValidatedAndRefusalsChangeNothing) {
+  ServiceFixture f;
+  InsertMajorLines(f);
+  auto a = Enrolled(f);
+  ASSERT_EQ(Checkin(f, a, kLine1).status, 200);
+  ASSERT_EQ(SetAllowMajor(f, a, {"software"}).status, 200);
+  const std::string path = "/api/v1/appliances/" + a.appliance_id();
+  Json too_many = Json::array();
+  for (int i = 0; i < 65; ++i) too_many.push_back("pkg" + std::to_string(i));
+  Json just_enough = too_many;
+  just_enough.erase(just_enough.size() - 1);
+  const std::string before = f.DumpTables();
+  const std::vector<Json> bad = {
+      Json("base"),
+      Json(nullptr),
+      Json::object(),
+      Json::array({1}),
+      Json::array({"Bad Name"}),
+      Json::array({""}),
+      Json::array({"base", "../etc"}),
+      Json::array({"base", "base"}),
+      too_many,
+  };
+  for (const Json& names : bad) {
+    Reply r = SetAllowMajor(f, a, names);
+    EXPECT_EQ(r.status, 400) << names.dump() << " -> " << r.body;
+    EXPECT_EQ(r.ErrorCode(), "invalid_field") << names.dump();
+    EXPECT_NE(r.body.find("allow_major"), std::string::npos) << r.body;
+  }
+  // A bad field refuses the whole body, valid parts included.
+  Reply mixed = f.Call("POST", path, R"({"channel":"stable","allow_major":["base","base"]})", f.token("publisher"));
+  EXPECT_EQ(mixed.status, 400) << mixed.body;
+  EXPECT_EQ(f.Call("POST", path, R"({"allow_major":["base"]})", f.token("support")).status, 403);
+  EXPECT_EQ(f.DumpTables(), before);
+  // The setting is unchanged: software may cross, base may not.
+  EXPECT_EQ(Offered(f, a, kLine1), std::vector<std::string>{"software 7.2.0"});
+
+  Reply most = SetAllowMajor(f, a, just_enough);
+  ASSERT_EQ(most.status, 200) << most.body;
+  EXPECT_EQ(most.json["appliance"]["allow_major"].size(), 64u);
+}
+
 }  // namespace
 }  // namespace upkeep::updater::test

@@ -195,5 +195,40 @@ TEST_F(UpkPublishTest, RolloutsAndAppliances) {
   EXPECT_NE(missing.err.find("HTTP 404"), std::string::npos) << missing.err;
 }
 
+TEST_F(UpkPublishTest, ApplianceSetAllowMajor) {
+  // An appliance the updater knows: enrolled at the (fake) keyserver, checked in once.
+  auto identity = trust::ApplianceIdentity::Generate();
+  f_.keyserver().AddAppliance(identity);
+  const Json checkin{{"installed", {{"base", "1.0.0"}}}, {"agent_version", "1.0.0"},
+                     {"time", FormatTimestamp(SystemClock::Instance().Now())}};
+  ASSERT_EQ(f_.ApplianceCall(identity, "POST", "/api/v1/checkin", checkin.dump()).status, 200);
+  const std::string id = identity.appliance_id();
+  auto allow_major = [&] {
+    Reply r = f_.Call("GET", "/api/v1/appliances/" + id, "", f_.token("support"));
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.json["appliance"]["allow_major"];
+  };
+
+  UpkRun set = As("publisher", {"appliance", "set", id, "--allow-major", "software", "--allow-major", "base"});
+  ASSERT_EQ(set.code, 0) << set.err;
+  EXPECT_EQ(allow_major(), Json::array({"base", "software"}));
+  UpkRun show = As("support", {"appliance", "show", id});
+  ASSERT_EQ(show.code, 0) << show.err;
+  EXPECT_NE(show.out.find("allow major base,software"), std::string::npos) << show.out;
+
+  // Refused by upk itself (exit 2) or by the server (400); nothing changes.
+  EXPECT_EQ(As("publisher", {"appliance", "set", id, "--allow-major", "base", "--clear-allow-major"}).code, 2);
+  UpkRun dup = As("publisher", {"appliance", "set", id, "--allow-major", "base", "--allow-major", "base"});
+  EXPECT_NE(dup.code, 0);
+  EXPECT_NE(dup.err.find("allow_major"), std::string::npos) << dup.err;
+  EXPECT_NE(As("publisher", {"appliance", "set", id, "--allow-major", "Bad Name"}).code, 0);
+  EXPECT_NE(As("support", {"appliance", "set", id, "--clear-allow-major"}).code, 0) << "needs the publisher role";
+  EXPECT_EQ(allow_major(), Json::array({"base", "software"}));
+
+  UpkRun cleared = As("publisher", {"appliance", "set", id, "--clear-allow-major"});
+  ASSERT_EQ(cleared.code, 0) << cleared.err;
+  EXPECT_EQ(allow_major(), Json::array());
+}
+
 }  // namespace
 }  // namespace upkeep::updater::test

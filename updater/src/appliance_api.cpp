@@ -323,7 +323,7 @@ struct ApplianceApi {
   std::variant<CheckinPlan, Response> PlanCheckin(const CachedAppliance& appliance, const CheckinInput& in) const {
     auto snapshot = fleet->snapshot();
     Offer offer = OfferFor(*snapshot, appliance);
-    packages::Plan plan = packages::MakePlan(in.installed, *offer.catalog);
+    packages::Plan plan = packages::MakePlan(in.installed, *offer.catalog, PlanOptionsFor(appliance));
 
     CheckinPlan out;
     out.now = ctx->clock.Now();
@@ -359,7 +359,12 @@ struct ApplianceApi {
         out.new_members.push_back(gated->second);
       }
     }
-    auto canonical = CanonicalJson(Json{{"channel", appliance.channel}, {"steps", std::move(plan_steps)}});
+    // The reuse key (state digest, plan hash) covers the appliance's settings: a changed
+    // allow_major gets a new assignment even when the steps come out the same. Left out while
+    // empty so the hashes of assignments issued before the setting existed stay valid.
+    Json hashed_plan{{"channel", appliance.channel}, {"steps", std::move(plan_steps)}};
+    if (!appliance.allow_major.empty()) hashed_plan["allow_major"] = appliance.allow_major;
+    auto canonical = CanonicalJson(hashed_plan);
     if (!canonical.ok()) return ApiError(500, "internal", "plan hash: " + canonical.error().message());
     out.plan_hash = Sha256Hex(*canonical);
     return out;

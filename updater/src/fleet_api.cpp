@@ -21,6 +21,7 @@ namespace {
 
 constexpr std::size_t kMaxWaves = 100;
 constexpr std::size_t kMaxGroups = 32;
+constexpr std::size_t kMaxAllowMajor = 64;
 constexpr std::size_t kMaxWaveGroups = 100;
 constexpr std::int64_t kMaxMinWaveMembers = 1'000'000;
 constexpr std::size_t kMaxReason = 500;
@@ -84,6 +85,25 @@ std::variant<std::vector<std::string>, Response> GroupList(const Json& value, st
     groups.insert(g.get<std::string>());
   }
   return std::vector<std::string>(groups.begin(), groups.end());
+}
+
+// An allow_major list from a request: 0..64 package names, each at most once; sorted.
+std::variant<std::vector<std::string>, Response> AllowMajorList(const Json& value) {
+  constexpr std::string_view kField = "allow_major";
+  if (!value.is_array()) return Invalid(kField, "must be an array of package names");
+  if (value.size() > kMaxAllowMajor) {
+    return Invalid(kField, "must hold 0.." + std::to_string(kMaxAllowMajor) + " package names");
+  }
+  std::set<std::string> names;
+  for (const Json& n : value) {
+    if (!n.is_string() || !packages::IsValidPackageName(n.get_ref<const std::string&>())) {
+      return Invalid(kField, "every entry must be a package name");
+    }
+    if (!names.insert(n.get<std::string>()).second) {
+      return Invalid(kField, "'" + n.get<std::string>() + "' is given twice");
+    }
+  }
+  return std::vector<std::string>(names.begin(), names.end());
 }
 
 // An optional {"reason"} body (pause, abort); an empty body means no reason.
@@ -361,8 +381,8 @@ struct FleetApi {
   // ---- appliances ----
 
   static constexpr const char* kSummaryColumns =
-      "appliance_id, customer, channel, to_jsonb(groups)::text AS groups, status, installed::text AS installed, "
-      "agent_version, last_checkin";
+      "appliance_id, customer, channel, to_jsonb(groups)::text AS groups, to_jsonb(allow_major)::text AS allow_major, "
+      "status, installed::text AS installed, agent_version, last_checkin";
 
   Expected<Json> Summary(const db::Result& r, int i) const {
     Json s;
@@ -375,6 +395,9 @@ struct FleetApi {
     UPK_TRY_ASSIGN(std::string groups, r.Get<std::string>(i, "groups"));
     UPK_TRY_ASSIGN(auto group_list, JsonStrings(groups));
     s["groups"] = group_list;
+    UPK_TRY_ASSIGN(std::string allow_major, r.Get<std::string>(i, "allow_major"));
+    UPK_TRY_ASSIGN(auto allow_list, JsonStrings(allow_major));
+    s["allow_major"] = allow_list;
     UPK_TRY_ASSIGN(std::string status, r.Get<std::string>(i, "status"));
     s["status"] = status;
     UPK_TRY_ASSIGN(std::string installed, r.Get<std::string>(i, "installed"));
@@ -477,6 +500,7 @@ struct FleetApi {
       view.appliance_id = id;
       view.channel = d["channel"].get<std::string>();
       view.groups = d["groups"].get<std::vector<std::string>>();
+      view.allow_major = d["allow_major"].get<std::vector<std::string>>();
       view.maintenance_end = maintenance_end;
       packages::Installed installed;
       for (const auto& [name, v] : d["installed"].items()) {
@@ -486,7 +510,7 @@ struct FleetApi {
       }
       auto snapshot = fleet->snapshot();
       Offer offer = OfferFor(*snapshot, view, /*explain=*/true);
-      Json plan = packages::MakePlan(installed, *offer.catalog).ToJson();
+      Json plan = packages::MakePlan(installed, *offer.catalog, PlanOptionsFor(view)).ToJson();
       plan["withheld"] = offer.withheld;
       d["plan"] = std::move(plan);
 
@@ -525,8 +549,8 @@ struct FleetApi {
     const std::string id(req.PathParam("id"));
     if (!trust::IsValidApplianceId(id)) return ApiError(404, "unknown_appliance", "not an appliance id");
     Json body;
-    if (auto r = net::ParseJsonObject(req, {"channel", "groups"}, body)) return *r;
-    if (body.empty()) return ApiError(400, "invalid_body", "give 'channel', 'groups' or both");
+    if (auto r = net::ParseJsonObject(req, {"channel", "groups", "allow_major"}, body)) return *r;
+    if (body.empty()) return ApiError(400, "invalid_body", "give one or more of 'channel', 'groups', 'allow_major'");
     std::optional<std::string> channel;
     if (body.contains("channel")) {
       auto text = GetString(body, "channel");
@@ -540,6 +564,12 @@ struct FleetApi {
       if (auto* r = std::get_if<Response>(&groups)) return std::move(*r);
       groups_json = Json(std::get<std::vector<std::string>>(groups)).dump();
     }
+    std::optional<std::string> allow_major_json;
+    if (body.contains("allow_major")) {
+      auto names = AllowMajorList(body["allow_major"]);
+      if (auto* r = std::get_if<Response>(&names)) return std::move(*r);
+      allow_major_json = Json(std::get<std::vector<std::string>>(names)).dump();
+    }
     auto done = ctx->Transact<Json>("appliance.update", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
       const SysTime now = ctx->clock.Now();
       if (channel) {
@@ -549,7 +579,8 @@ struct FleetApi {
           return Error(Errc::kNotFound, "unknown channel");
         }
       }
-      UPK_TRY_ASSIGN(db::Result before, c.Exec("SELECT channel, to_jsonb(groups)::text AS groups FROM appliances "
+      UPK_TRY_ASSIGN(db::Result before, c.Exec("SELECT channel, to_jsonb(groups)::text AS groups, "
+                                               "to_jsonb(allow_major)::text AS allow_major FROM appliances "
                                                "WHERE appliance_id = $1 FOR UPDATE",
                                                id));
       if (before.rows() == 0) {
@@ -558,15 +589,23 @@ struct FleetApi {
       }
       UPK_TRY_ASSIGN(std::string old_channel, before.Get<std::string>(0, "channel"));
       UPK_TRY_ASSIGN(std::string old_groups, before.Get<std::string>(0, "groups"));
+      UPK_TRY_ASSIGN(std::string old_allow_major, before.Get<std::string>(0, "allow_major"));
       UPK_TRY(c.Exec("UPDATE appliances SET channel = coalesce($2, channel), groups = CASE WHEN $3::jsonb IS NULL "
-                     "THEN groups ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END WHERE appliance_id = $1",
-                     id, channel, groups_json));
+                     "THEN groups ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END, "
+                     "allow_major = CASE WHEN $4::jsonb IS NULL THEN allow_major "
+                     "ELSE ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) END WHERE appliance_id = $1",
+                     id, channel, groups_json, allow_major_json));
       Json detail = Json::object();
       if (channel) detail["channel"] = Json{{"from", old_channel}, {"to", *channel}};
       if (groups_json) {
         UPK_TRY_ASSIGN(Json from, ParseJson(old_groups));
         UPK_TRY_ASSIGN(Json to, ParseJson(*groups_json));
         detail["groups"] = Json{{"from", from}, {"to", to}};
+      }
+      if (allow_major_json) {
+        UPK_TRY_ASSIGN(Json from, ParseJson(old_allow_major));
+        UPK_TRY_ASSIGN(Json to, ParseJson(*allow_major_json));
+        detail["allow_major"] = Json{{"from", from}, {"to", to}};
       }
       // The audit row is also how every updater instance learns to drop its cached copy.
       UPK_TRY(InsertAudit(c, now, op.actor(), "appliance.update", id, detail));

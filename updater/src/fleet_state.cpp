@@ -104,6 +104,12 @@ Offer OfferFor(const CatalogSnapshot& snapshot, const CachedAppliance& appliance
   return offer;
 }
 
+packages::PlanOptions PlanOptionsFor(const CachedAppliance& appliance) {
+  packages::PlanOptions options;
+  options.allow_major.insert(appliance.allow_major.begin(), appliance.allow_major.end());
+  return options;
+}
+
 Status FleetState::Init() {
   std::lock_guard lock(refresh_mu_);
   auto conn = ctx_.pool.Acquire();
@@ -327,7 +333,8 @@ Expected<std::shared_ptr<const CachedAppliance>> FleetState::Load(const std::str
   if (!conn.ok()) return conn.error();
   UPK_TRY_ASSIGN(
       db::Result r,
-      (*conn)->Exec("SELECT a.public_key, a.customer, a.channel, to_jsonb(a.groups)::text AS groups, a.status, "
+      (*conn)->Exec("SELECT a.public_key, a.customer, a.channel, to_jsonb(a.groups)::text AS groups, "
+                    "to_jsonb(a.allow_major)::text AS allow_major, a.status, "
                     "a.enrolled_at, a.maintenance_end, s.state_digest, s.plan_hash, s.expires_at, s.envelope, "
                     "(SELECT coalesce(jsonb_agg(m.rollout_id), '[]'::jsonb)::text FROM rollout_members m "
                     " WHERE m.appliance_id = a.appliance_id) AS memberships "
@@ -345,6 +352,8 @@ Expected<std::shared_ptr<const CachedAppliance>> FleetState::Load(const std::str
   UPK_TRY_ASSIGN(a->channel, r.Get<std::string>(0, "channel"));
   UPK_TRY_ASSIGN(std::string groups, r.Get<std::string>(0, "groups"));
   UPK_TRY_ASSIGN(a->groups, StringArray(groups));
+  UPK_TRY_ASSIGN(std::string allow_major, r.Get<std::string>(0, "allow_major"));
+  UPK_TRY_ASSIGN(a->allow_major, StringArray(allow_major));
   UPK_TRY_ASSIGN(std::string status, r.Get<std::string>(0, "status"));
   a->revoked = status == "revoked";
   UPK_TRY_ASSIGN(a->enrolled_at, r.Get<SysTime>(0, "enrolled_at"));

@@ -6,7 +6,7 @@
 //   catalog_generation moves: checked at most once a second from check-ins, every second by a
 //   background job, and right after this process's own changes (Refresh()). Parsed manifests
 //   are carried over between snapshots, so a reload parses only new releases.
-// - An appliance cache (bounded, kMaxCachedAppliances): key, channel, groups, status, licence
+// - An appliance cache (bounded, kMaxCachedAppliances): key, channel, groups, allow_major, status, licence
 //   end, the last assignment's digest/plan hash/expiry (and its envelope while the envelope bytes
 //   fit kMaxCachedEnvelopeBytes, as the exact bytes the check-in answer splices in) and the
 //   rollouts it is recorded in. A steady-state check-in reads nothing from the database (and is
@@ -97,6 +97,8 @@ struct CachedAppliance {
   std::string customer;
   std::string channel = "stable";
   std::vector<std::string> groups;
+  // Package names it may take into a newer MAJOR line (PlanOptions::allow_major); sorted, unique.
+  std::vector<std::string> allow_major;
   bool revoked = false;
   SysTime enrolled_at{};
   SysTime maintenance_end{};
@@ -122,6 +124,10 @@ struct Offer {
 
 // Uses the appliance's appliance_id, channel, groups and maintenance_end.
 Offer OfferFor(const CatalogSnapshot& snapshot, const CachedAppliance& appliance, bool explain = false);
+
+// The planner options an appliance's settings give (allow_major), shared by the check-in and
+// the operator's view of the plan so both plan alike.
+packages::PlanOptions PlanOptionsFor(const CachedAppliance& appliance);
 
 class FleetState {
  public:

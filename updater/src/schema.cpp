@@ -189,6 +189,11 @@ CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
   FOR EACH STATEMENT EXECUTE FUNCTION updater_audit_append_only();
 )sql"},
+      {2, "appliances.allow_major: per-appliance opt-in to newer major lines", R"sql(
+-- Package names this appliance may take into a newer MAJOR line (PlanOptions::allow_major);
+-- empty: every package stays in its installed line. Set by operators (POST /api/v1/appliances/ID).
+ALTER TABLE appliances ADD COLUMN allow_major TEXT[] NOT NULL DEFAULT '{}';
+)sql"},
   };
   return kMigrations;
 }

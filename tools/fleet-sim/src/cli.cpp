@@ -131,7 +131,7 @@ void AddEnrol(CLI::App& app, Ctx& ctx) {
     while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
     while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.erase(0, 1);
     if (key.empty()) return ctx.Fail(Error(Errc::kInvalidArgument, "--licence-key-file: the file is empty"));
-    auto body = EnrolBody(l->identity, key, SystemClock::Instance().Now());
+    auto body = trust::EnrolmentRequestBody(l->identity, key, SystemClock::Instance().Now());
     if (!body.ok()) return ctx.Fail(body.error());
     HttpClient client(l->url);
     auto reply = client.Send("POST", kEnrolPath, {{"Content-Type", "application/json"}}, *body);

@@ -152,18 +152,6 @@ std::string EventBody(std::string_view event_id, std::string_view type, std::str
   return Json{{"events", Json::array({ev})}}.dump();
 }
 
-Expected<std::string> EnrolBody(const trust::ApplianceIdentity& identity, std::string_view licence_key, SysTime now) {
-  const Json public_key = identity.public_key().signing_key().ToJson();
-  const std::string ts = FormatTimestamp(now);
-  UPK_TRY_ASSIGN(std::string canonical,
-                 CanonicalJson(Json{{"licence_key", licence_key}, {"public_key", public_key}, {"timestamp", ts}}));
-  return Json{{"licence_key", licence_key},
-              {"public_key", public_key},
-              {"timestamp", ts},
-              {"signature", ToHex(identity.Sign(canonical))}}
-      .dump();
-}
-
 Expected<SignedHeaders> SignAppliance(const trust::ApplianceIdentity& identity, std::string_view method,
                                       std::string_view path_and_query, std::string_view body, const Clock& clock,
                                       Random& random) {

@@ -324,18 +324,26 @@ struct ApplianceSetArgs {
   std::string id, channel;
   std::vector<std::string> groups;
   bool clear_groups = false;
+  std::vector<std::string> allow_major;
+  bool clear_allow_major = false;
   void Declare(CLI::App* sub) {
     sub->add_option("ID", id, "Appliance id (apl-...)")->required();
     sub->add_option("--channel", channel, "Move it to this channel");
     sub->add_option("--group", groups, "Set its groups to these (repeatable; replaces the current groups)");
     sub->add_flag("--clear-groups", clear_groups, "Remove it from every group");
+    sub->add_option("--allow-major", allow_major,
+                    "Let package NAME cross into a newer major line (repeatable; replaces the current list)");
+    sub->add_flag("--clear-allow-major", clear_allow_major, "Keep every package in its installed major line again");
   }
   Status Check() const {
-    if (channel.empty() && groups.empty() && !clear_groups) {
-      return Error(Errc::kInvalidArgument, "nothing to change: give --channel, --group or --clear-groups");
+    if (channel.empty() && groups.empty() && !clear_groups && allow_major.empty() && !clear_allow_major) {
+      return Error(Errc::kInvalidArgument,
+                   "nothing to change: give --channel, --group, --clear-groups, --allow-major or --clear-allow-major");
     }
     if (clear_groups && !groups.empty())
       return Error(Errc::kInvalidArgument, "--group and --clear-groups exclude each other");
+    if (clear_allow_major && !allow_major.empty())
+      return Error(Errc::kInvalidArgument, "--allow-major and --clear-allow-major exclude each other");
     return OkStatus();
   }
 };
@@ -375,7 +383,8 @@ void PrintPlan(std::ostream& out, const Json& plan) {
 void PrintAppliance(std::ostream& out, const Json& d) {
   out << "appliance " << Str(d, "appliance_id") << "  customer " << Str(d, "customer") << "  status "
       << Str(d, "status") << "\n"
-      << "  channel " << Str(d, "channel") << ", groups " << Join(d.value("groups", Json::array())) << "\n"
+      << "  channel " << Str(d, "channel") << ", groups " << Join(d.value("groups", Json::array()))
+      << ", allow major " << Join(d.value("allow_major", Json::array())) << "\n"
       << "  installed " << Installed(d.value("installed", Json())) << "\n"
       << "  agent " << Str(d, "agent_version") << ", last check-in " << Str(d, "last_checkin") << ", clock offset "
       << Num(d, "clock_offset_seconds") << " s\n"
@@ -442,12 +451,13 @@ void AddApplianceCommands(CLI::App& app, Context& ctx) {
                     [&](const Json& body) { PrintAppliance(*c.out, body.value("appliance", Json::object())); });
       });
   Command<ApplianceSetArgs>(
-      group, ctx, "set", "Change an appliance's channel or groups",
-      "upk appliance set apl-... --channel beta --group lab --group eu --server URL --token-file T",
+      group, ctx, "set", "Change an appliance's channel, groups or major-line opt-ins",
+      "upk appliance set apl-... --channel beta --group lab --group eu --allow-major base --server URL --token-file T",
       [](const Context& c, const ApplianceSetArgs& a, const ApiClient& api) {
         Json body = Json::object();
         if (!a.channel.empty()) body["channel"] = a.channel;
         if (!a.groups.empty() || a.clear_groups) body["groups"] = a.groups;
+        if (!a.allow_major.empty() || a.clear_allow_major) body["allow_major"] = a.allow_major;
         return Show(c, api.Post("/api/v1/appliances/" + EncodeComponent(a.id), body),
                     [&](const Json&) { *c.out << "updated " << a.id << "\n"; });
       });

@@ -21,11 +21,25 @@
 namespace upkeep::packages {
 
 struct ExtractOptions {
-  bool fsync = true;  // fsync files and directories before the final rename
+  // Make every file and directory durable before the final rename: writeback starts per file
+  // (sync_file_range), then one syncfs() of the destination filesystem; then the parent is fsynced.
+  bool fsync = true;
 };
 
+// Opens `upk`, checks its signatures per `options` (none given: integrity only), then
+// ExtractFromReader.
 Expected<VerifyResult> ExtractPackage(const std::filesystem::path& upk, const std::filesystem::path& dest,
                                       const VerifyOptions& options, ProgressFn progress = {},
                                       const ExtractOptions& extract = {});
+
+// Extracts the payload of a reader whose signatures were already verified (VerifySignatures) or
+// explicitly skipped (SkipSignatureCheck), with the same guarantees as ExtractPackage: `dest` must
+// not exist, entries go to a temporary directory beside it, renamed only when every entry (and
+// the archive's end) verified; on any failure neither `dest` nor the temporary directory remains.
+// A still-locked reader fails with kPolicy and leaves nothing. The reader is consumed: afterwards
+// it is at its end or failed. In the result, integrity_only is true when reader.signed_by() is
+// empty; package_bytes is reader.package_bytes() at the end.
+Expected<VerifyResult> ExtractFromReader(PackageReader& reader, const std::filesystem::path& dest,
+                                         ProgressFn progress = {}, const ExtractOptions& extract = {});
 
 }  // namespace upkeep::packages

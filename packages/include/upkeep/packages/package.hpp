@@ -26,6 +26,7 @@
 #include "upkeep/common/error.hpp"
 #include "upkeep/packages/keys.hpp"
 #include "upkeep/packages/manifest.hpp"
+#include "upkeep/packages/source.hpp"
 
 namespace upkeep::packages {
 
@@ -83,6 +84,12 @@ class PackageReader {
   static Expected<PackageReader> OpenFile(const std::filesystem::path& upk);
   // `bytes` must outlive the reader. Used by the fuzzer and by callers holding a small package.
   static Expected<PackageReader> OpenMemory(std::span<const std::uint8_t> bytes);
+  // Reads the package from `source` (owned by the reader from now on), pulling it through two
+  // fixed 1 MiB buffers. The same checks as OpenFile, including the end-of-archive trailer: once
+  // NextEntry() returned nullptr the source was read to its very end (so a source that checks
+  // something at its end, like an encrypted blob's digest, has checked it). An error from the
+  // source surfaces unchanged (same code and message) from OpenSource/NextEntry/ReadData.
+  static Expected<PackageReader> OpenSource(std::unique_ptr<ByteSource> source);
 
   PackageReader(PackageReader&&) noexcept;
   PackageReader& operator=(PackageReader&&) noexcept;
@@ -91,8 +98,13 @@ class PackageReader {
   const Manifest& manifest() const;
   const std::string& manifest_bytes() const;
   const std::vector<Signature>& signatures() const;
-  // Size of the whole package as stored (file size or buffer size).
+  // Size of the whole package as stored (file size or buffer size). For OpenSource: the bytes
+  // taken from the source so far (read-ahead included), which is the whole package once
+  // NextEntry() returned nullptr.
   std::uint64_t package_bytes() const;
+  // Key ids the last successful VerifySignatures() accepted; empty when it was not called (or
+  // SkipSignatureCheck() was used instead).
+  const std::vector<std::string>& signed_by() const;
 
   // Verifies manifest.sig against `trusted` (distinct key ids; `threshold` of them must have a
   // valid signature). Returns the key ids that verified. Unlocks the payload on success; a

@@ -24,6 +24,7 @@
 #include "upkeep/packages/keys.hpp"
 #include "upkeep/packages/manifest.hpp"
 #include "upkeep/packages/version.hpp"
+#include "upkeep/trust/identity.hpp"
 #include "upkeep/trust/signed_document.hpp"
 
 namespace upkeep::trust {
@@ -103,5 +104,11 @@ Expected<Assignment> VerifyAssignment(std::string_view text, const packages::Pub
 // given and the licence is bound to an appliance, they must match (kPolicy otherwise).
 Expected<Licence> VerifyLicence(std::string_view text, const packages::PublicKey& licence_key, const Clock& clock,
                                 std::optional<std::string_view> appliance_id = std::nullopt);
+
+// The body of an enrolment request (docs/keyserver.md, "Enrolment"): {"licence_key", "public_key",
+// "timestamp", "signature"}, the signature being the identity's ed25519 over the canonical JSON of
+// the first three. The agent and fleet-sim send it; the keyserver checks it.
+Expected<std::string> EnrolmentRequestBody(const ApplianceIdentity& identity, std::string_view licence_key,
+                                           SysTime now);
 
 }  // namespace upkeep::trust

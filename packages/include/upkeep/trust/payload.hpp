@@ -23,9 +23,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "upkeep/common/error.hpp"
+#include "upkeep/packages/package.hpp"
+#include "upkeep/packages/source.hpp"
 #include "upkeep/trust/content_key.hpp"
 
 namespace upkeep::trust {
@@ -60,12 +63,41 @@ struct DecryptOptions {
   unsigned mode = 0644;  // permission bits of the plaintext file
 };
 
-// Decrypts a blob to `output` (refuses to overwrite an existing output). Errors: kParse for a
+// Decrypts a blob to `output` (the same decrypting code as OpenEncryptedBlob; refuses to overwrite an existing output). Errors: kParse for a
 // header that is not an Upkeep blob (or an unknown version/flags/chunk size), kVerification for
 // a wrong content key ("wrong content key"), a chunk that fails authentication ("chunk I ...
 // altered"), a blob that ends early ("truncated") or has bytes after its FINAL chunk ("trailing
 // data"). Returns the plaintext size.
 Expected<std::uint64_t> DecryptFile(const std::filesystem::path& input, const std::filesystem::path& output,
                                     const ContentKey& key, const DecryptOptions& options = {});
+
+// ---------------------------------------------------------------------------------------------
+// Streaming: verify + decrypt + install in one pass, no plaintext on disk.
+
+// What the TUF target (length, sha256) and the assignment say the blob must be.
+struct BlobExpectation {
+  std::uint64_t length = 0;
+  std::string sha256_hex;  // 64 hex digits (either case)
+};
+
+// Reads the blob file in chunks, SHA-256s every blob byte, decrypts chunk by chunk and serves the
+// plaintext (memory: one sealed chunk, plus one plaintext chunk only if the caller reads with
+// buffers smaller than a chunk). Checked up front: `expect.sha256_hex` well-formed
+// (kInvalidArgument), the file's size equals expect.length (kVerification "blob length X,
+// expected Y", before any decrypt), the header (as DecryptFile: kParse, "wrong content key").
+// While reading: everything DecryptFile reports ("chunk I ... altered", "truncated", "trailing
+// data"). At the end, before the final 0 is returned: kVerification "blob length X, expected Y"
+// and "blob sha256 mismatch", so a consumer that reads to the end never accepts a blob that
+// differs from the expectation. Plaintext served before the end is authenticated chunk by chunk
+// but the blob as a whole is only accepted at the end: commit nothing before. The key is copied;
+// the source is single-threaded and errors are final.
+Expected<std::unique_ptr<packages::ByteSource>> OpenEncryptedBlob(const std::filesystem::path& blob,
+                                                                   const ContentKey& key,
+                                                                   const BlobExpectation& expect);
+// OpenEncryptedBlob + PackageReader::OpenSource. The reader reads the blob to its end before
+// NextEntry() returns nullptr, so ExtractFromReader renames into place only after the blob
+// length and digest were checked.
+Expected<packages::PackageReader> OpenEncryptedPackage(const std::filesystem::path& blob, const ContentKey& key,
+                                                       const BlobExpectation& expect);
 
 }  // namespace upkeep::trust

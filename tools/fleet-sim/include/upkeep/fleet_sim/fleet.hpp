@@ -45,9 +45,6 @@ std::string CheckinBody(const trust::InstalledSet& installed, std::string_view a
 // {"events": [{"id", "type", "name", "version", "at"}]}.
 std::string EventBody(std::string_view event_id, std::string_view type, std::string_view name,
                       std::string_view version, SysTime at);
-// {"licence_key","public_key","timestamp","signature"}: the signature is the identity's ed25519
-// over the canonical JSON of the first three (docs/keyserver.md, "Enrolment").
-Expected<std::string> EnrolBody(const trust::ApplianceIdentity& identity, std::string_view licence_key, SysTime now);
 
 // The four X-Upkeep-* headers plus Content-Type for a signed appliance request.
 struct SignedHeaders {

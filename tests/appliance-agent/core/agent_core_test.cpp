@@ -1,0 +1,1034 @@
+// The agent core in-process: a vendor (TUF repository with consistent snapshots, encrypted
+// releases, a director signing assignments) and an appliance world in a temp dir behind FaultFs,
+// with fakes for the updater API and HTTP. Covers the install walk, health-check rollback and
+// retry, every refusal rule, the outbox while the updater is unreachable, maintenance windows,
+// and a crash (SIGKILL-like, and power loss) at every Fs operation of an install.
+#include "upkeep/agent/agent.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include <stdlib.h>
+
+#include "package_test_util.hpp"
+#include "tuf_fetcher.hpp"
+#include "upkeep/agent/fault_fs.hpp"
+#include "upkeep/common/bytes.hpp"
+#include "upkeep/common/hash.hpp"
+#include "upkeep/packages/package.hpp"
+#include "upkeep/trust/content_key.hpp"
+#include "upkeep/trust/payload.hpp"
+#include "upkeep/trust/signed_document.hpp"
+#include "upkeep/tuf/repository.hpp"
+
+namespace upkeep::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using packages::PrivateKey;
+using packages::Version;
+using packages::testing::ReadAll;
+using packages::testing::TempDir;
+using packages::testing::WriteFile;
+using namespace std::chrono_literals;
+
+#define ASSERT_OK(expr)                                            \
+  do {                                                             \
+    auto s_ = (expr);                                              \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.error().message(); \
+  } while (0)
+
+Version V(const std::string& s) { return Version::Parse(s).value(); }
+
+// Wednesday noon, UTC.
+SysTime T0() { return ParseTimestamp("2026-06-03T12:00:00Z").value(); }
+
+const char* kUpdater = "http://updater.test";
+
+// Distinct, reproducible bytes on every call (operation ids, backup ids).
+class CountingRandom final : public Random {
+ public:
+  Bytes Generate(std::size_t n) override {
+    const std::string h = Sha256Hex("random " + std::to_string(counter_++));
+    Bytes out(n);
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(h[i % h.size()] * 7 + i);
+    return out;
+  }
+
+ private:
+  std::uint64_t counter_ = 0;
+};
+
+class FakeSleeper final : public Sleeper {
+ public:
+  std::chrono::steady_clock::time_point Now() override { return now_; }
+  void Sleep(std::chrono::nanoseconds d) override { now_ += d; }
+
+ private:
+  std::chrono::steady_clock::time_point now_{};
+};
+
+// A temp dir on tmpfs when there is one: FaultFs really fsyncs, and the crash tests run a few
+// hundred installs, so a disk shared with builds would make them slow.
+class WorldDir {
+ public:
+  WorldDir() {
+    std::error_code ec;
+    const fs::path base = fs::is_directory("/dev/shm", ec) ? fs::path("/dev/shm") : fs::temp_directory_path();
+    std::string tmpl = (base / "upkeep-agent-core-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+    EXPECT_FALSE(path_.empty()) << "mkdtemp in " << base;
+  }
+  ~WorldDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  WorldDir(const WorldDir&) = delete;
+  WorldDir& operator=(const WorldDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// One release as the vendor published it.
+struct Release {
+  std::string name;
+  Version version;
+  packages::Kind kind = packages::Kind::kSoftware;
+  fs::path upk;   // plaintext, signed (provisioning)
+  fs::path blob;  // encrypted, listed in TUF
+  trust::AssignmentStep step;
+  std::string content;  // image bytes (base) or app/version.txt (software)
+};
+
+struct ReleaseOptions {
+  const PrivateKey* signer = nullptr;            // default: the TUF targets key
+  std::optional<std::string> manifest_version;   // default: the release's own
+  std::vector<packages::Requirement> requires_;
+  std::string tag;                               // makes the target path unique
+};
+
+// The vendor side: keys, the TUF repository, releases, the director.
+class Vendor {
+ public:
+  explicit Vendor(FakeClock& clock) : clock_(clock), repo_(dir_.path() / "repo", clock) {
+    const auto seed = Bytes(32, 7);
+    identity_.emplace(trust::ApplianceIdentity::FromSeed(seed).value());
+    tuf::InitOptions init;
+    init.root_keys = {root_};
+    init.targets_keys = {targets_};
+    init.snapshot_keys = {snapshot_};
+    init.timestamp_keys = {timestamp_};
+    init.expiry = Expiry();
+    EXPECT_TRUE(repo_.Init(init).ok());
+  }
+
+  static tuf::ExpiryPolicy Expiry() {
+    tuf::ExpiryPolicy e;
+    e.timestamp = std::chrono::days(30);
+    e.snapshot = std::chrono::days(30);
+    return e;
+  }
+
+  const fs::path& dir() const { return dir_.path(); }
+  fs::path repo_dir() const { return dir_.path() / "repo"; }
+  const trust::ApplianceIdentity& identity() const { return *identity_; }
+  const PrivateKey& director() const { return director_; }
+  const PrivateKey& targets_key() const { return targets_; }
+  // The health check of NAME VERSION fails while this file exists.
+  fs::path HealthFailMarker(const std::string& name, const std::string& version) const {
+    return dir_.path() / ("health-fail-" + name + "-" + version);
+  }
+
+  // Builds, encrypts and stages a release (Publish() makes it visible).
+  Release& Add(const std::string& name, const std::string& version, ReleaseOptions o = {}) {
+    const bool base = name == "base";
+    Release r;
+    r.name = name;
+    r.version = V(version);
+    r.kind = base ? packages::Kind::kBase : packages::Kind::kSoftware;
+    const std::string id = name + "-" + version + o.tag;
+    const fs::path src = dir_.path() / ("src-" + id);
+    const std::string health = "#!/bin/sh\nif [ -e '" + HealthFailMarker(name, version).string() +
+                               "' ]; then echo 'service did not come up: port 8080 closed'; exit 3; fi\n"
+                               "echo healthy $UPKEEP_PACKAGE $UPKEEP_VERSION\n";
+    WriteFile(src / "bin" / "health", health, 0755);
+    Json install = {{"health_check", {{"command", {"bin/health"}}, {"timeout_seconds", 20}}}};
+    if (base) {
+      r.content = "BASE IMAGE " + version + "\n" + std::string(3000, static_cast<char>('a' + r.version.major % 26));
+      WriteFile(src / "rootfs.img", r.content);
+      install["handler"] = "image";
+      install["image"] = "rootfs.img";
+    } else {
+      r.content = "software " + version + "\n";
+      WriteFile(src / "app" / "version.txt", r.content);
+    }
+    packages::PackSpec spec;
+    spec.manifest = packages::testing::BaseManifest();
+    spec.manifest.name = name;
+    spec.manifest.version = V(o.manifest_version.value_or(version));
+    spec.manifest.kind = r.kind;
+    spec.manifest.requires_ = o.requires_;
+    spec.manifest.extra["install"] = install;
+    spec.payload_dir = src;
+    r.upk = dir_.path() / (id + ".upk");
+    auto m = packages::WritePackage(spec, {o.signer ? *o.signer : targets_}, r.upk);
+    EXPECT_TRUE(m.ok()) << m.error().message();
+    const trust::ContentKey key = trust::ContentKey::Generate();
+    r.blob = dir_.path() / (id + ".upk.enc");
+    auto info = trust::EncryptFile(r.upk, r.blob, key);
+    EXPECT_TRUE(info.ok()) << info.error().message();
+    r.step.name = name;
+    r.step.version = r.version;
+    r.step.kind = r.kind;
+    r.step.target_path = name + "/" + id + ".upk.enc";
+    r.step.length = info->blob_bytes;
+    r.step.sha256 = info->blob_sha256_hex;
+    r.step.sealed_content_key = trust::SealContentKey(key, identity_->public_key());
+    tuf::AddOptions ao;
+    ao.target_path = r.step.target_path;
+    auto added = repo_.Add(r.blob, ao);
+    EXPECT_TRUE(added.ok()) << added.error().message();
+    auto& slot = releases_[id];
+    slot = std::move(r);
+    return slot;
+  }
+
+  void Publish() {
+    tuf::PublishKeys k;
+    k.targets = {targets_};
+    k.snapshot = {snapshot_};
+    k.timestamp = {timestamp_};
+    auto p = repo_.Publish(k, Expiry());
+    ASSERT_TRUE(p.ok()) << p.error().message();
+  }
+  void RefreshTimestamp(std::optional<SysTime> expires = std::nullopt) {
+    auto t = repo_.RefreshTimestamp({timestamp_}, Expiry(), expires);
+    ASSERT_TRUE(t.ok()) << t.error().message();
+  }
+
+  Release& Get(const std::string& id) { return releases_.at(id); }
+
+  // What the director assigns: every release of `channel` newer than what is installed.
+  std::vector<std::string> channel;
+
+  trust::Assignment AssignmentFor(const trust::InstalledSet& installed) const {
+    trust::Assignment a;
+    a.appliance_id = identity_->appliance_id();
+    a.state_digest = trust::StateDigest(installed);
+    a.issued = clock_.Now();
+    a.expires = clock_.Now() + std::chrono::days(7);
+    a.channel = "stable";
+    for (const auto& id : channel) {
+      const Release& r = releases_.at(id);
+      auto it = installed.find(r.name);
+      if (it == installed.end() || it->second < r.version) a.steps.push_back(r.step);
+    }
+    return a;
+  }
+  std::string Sign(const trust::Assignment& a, const PrivateKey* key = nullptr) const {
+    auto doc = trust::SignedDocument::Sign(a.ToJson(), key ? *key : director_);
+    EXPECT_TRUE(doc.ok()) << doc.error().message();
+    return doc.ok() ? doc->Serialize() : "";
+  }
+
+ private:
+  FakeClock& clock_;
+  TempDir dir_;
+  PrivateKey root_ = PrivateKey::GenerateEd25519();
+  PrivateKey targets_ = PrivateKey::GenerateEd25519();
+  PrivateKey snapshot_ = PrivateKey::GenerateEd25519();
+  PrivateKey timestamp_ = PrivateKey::GenerateEd25519();
+  PrivateKey director_ = PrivateKey::GenerateEd25519();
+  std::optional<trust::ApplianceIdentity> identity_;
+  tuf::RepositoryWriter repo_;
+  std::map<std::string, Release> releases_;
+};
+
+// The updater's appliance API: assignments from the vendor; events counted by id.
+class FakeApi final : public UpdaterApi {
+ public:
+  FakeApi(Vendor& vendor, const Clock& clock) : vendor_(vendor), clock_(clock) {}
+
+  Expected<CheckinReply> Checkin(const trust::InstalledSet& installed, std::string_view) override {
+    ++checkins;
+    if (unreachable) return Error(Errc::kIo, "updater.test: connection refused");
+    if (busy) return BusyError(30s);
+    CheckinReply reply;
+    reply.assignment = assign ? assign(installed) : vendor_.Sign(vendor_.AssignmentFor(installed));
+    reply.server_time = clock_.Now();
+    reply.next_checkin = 3600s;
+    return reply;
+  }
+
+  Expected<std::size_t> SendEvents(const std::vector<AgentEvent>& batch) override {
+    if (unreachable) return Error(Errc::kIo, "updater.test: connection refused");
+    for (const auto& e : batch) {
+      if (seen[e.id]++ == 0) events.push_back(e);
+    }
+    return batch.size();
+  }
+
+  std::size_t Duplicates() const {
+    std::size_t n = 0;
+    for (const auto& [id, count] : seen) n += static_cast<std::size_t>(count - 1);
+    return n;
+  }
+  std::vector<std::string> Summary() const {  // "type name version"
+    std::vector<std::string> out;
+    for (const auto& e : events) out.push_back(e.type + " " + e.name + " " + e.version);
+    return out;
+  }
+
+  std::function<std::string(const trust::InstalledSet&)> assign;
+  bool unreachable = false;
+  bool busy = false;
+  int checkins = 0;
+  std::vector<AgentEvent> events;  // first copy of each id
+  std::map<std::string, int> seen;
+
+ private:
+  Vendor& vendor_;
+  const Clock& clock_;
+};
+
+// Serves the repository directory under KUPDATER/repo/ (metadata and targets).
+class FakeHttp final : public HttpClient {
+ public:
+  explicit FakeHttp(fs::path repo) : repo_(std::move(repo)) {}
+
+  Expected<HttpResponse> Send(const HttpRequest& request, const BodySink* sink) override {
+    ++requests;
+    const std::string prefix = std::string(kUpdater) + "/repo/";
+    HttpResponse resp;
+    if (request.url.rfind(prefix, 0) != 0) {
+      resp.status = 404;
+      return resp;
+    }
+    const std::string rel = request.url.substr(prefix.size());
+    std::string body;
+    if (auto o = overrides.find(rel); o != overrides.end()) {
+      body = o->second;
+    } else {
+      std::error_code ec;
+      if (rel.find("..") != std::string::npos || !fs::is_regular_file(repo_ / rel, ec)) {
+        resp.status = 404;
+        resp.body = "not found";
+        return resp;
+      }
+      body = ReadAll(repo_ / rel);
+    }
+    resp.status = 200;
+    std::string range;
+    for (const auto& [k, v] : request.headers) {
+      if (k == "Range") range = v;
+    }
+    const std::string etag = "\"" + Sha256Hex(body).substr(0, 16) + "\"";
+    if (range.rfind("bytes=", 0) == 0) {
+      ++range_requests;
+      const std::uint64_t from = std::stoull(range.substr(6));
+      if (from < body.size()) {
+        resp.status = 206;
+        resp.headers.emplace_back("Content-Range", "bytes " + std::to_string(from) + "-" +
+                                                       std::to_string(body.size() - 1) + "/" +
+                                                       std::to_string(body.size()));
+        body = body.substr(from);
+      }
+    }
+    resp.headers.emplace_back("Content-Length", std::to_string(body.size()));
+    resp.headers.emplace_back("ETag", etag);
+    if (request.max_body_bytes && body.size() > request.max_body_bytes) {
+      return Error(Errc::kLimit, request.url + ": body over " + std::to_string(request.max_body_bytes) + " bytes");
+    }
+    if (!sink) {
+      resp.body = std::move(body);
+      return resp;
+    }
+    if (sink->head) UPK_TRY(sink->head(resp));
+    std::size_t sent = 0;
+    while (sent < body.size()) {
+      if (drop_after && sent >= *drop_after) {
+        drop_after.reset();
+        return Error(Errc::kIo, "connection closed after " + std::to_string(sent) + " of " +
+                                    std::to_string(body.size()) + " body bytes");
+      }
+      const std::size_t n = std::min<std::size_t>(1024, body.size() - sent);
+      if (sink->data) UPK_TRY(sink->data(std::string_view(body).substr(sent, n)));
+      sent += n;
+    }
+    return resp;
+  }
+
+  std::map<std::string, std::string> overrides;  // path under /repo/ -> body served instead
+  std::optional<std::size_t> drop_after;         // next body: the connection drops after N bytes
+  int requests = 0;
+  int range_requests = 0;
+
+ private:
+  fs::path repo_;
+};
+
+// One appliance: a temp dir with state, system root and configuration, the agent on FaultFs.
+class World {
+  WorldDir dir_;  // first: removed last
+  Vendor& vendor_;
+  FakeClock& clock_;
+
+ public:
+  // A fresh appliance, or (`from`) a copy of another world's directory, all of it durable.
+  World(Vendor& vendor, FakeClock& clock, const fs::path* from = nullptr)
+      : vendor_(vendor), clock_(clock), api(vendor, clock), http(vendor.repo_dir()) {
+    config.state_dir = root() / "state";
+    config.system_root = root() / "system";
+    config.updater_url = kUpdater;
+    config.backup.paths = {root() / "etc"};
+    if (from) {
+      fs::copy(*from, root(), fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    } else {
+      fs::create_directories(config.TufDir());
+      fs::create_directories(config.system_root);
+      WriteFile(root() / "etc" / "app.conf", "listen = 8080\n");
+      fs::copy_file(vendor.repo_dir() / "metadata" / "1.root.json", config.TufDir() / "root.json");
+    }
+    ffs = std::make_unique<FaultFs>(root());
+    tuf = MakeTufFetcher(http);
+    Open();
+  }
+  ~World() { Close(); }
+
+  fs::path root() const { return dir_.path() / "w"; }
+
+  void Open() {
+    auto s = Store::Open(*ffs, config.StoreDir());
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    store = std::move(s).value();
+    AgentDeps d;
+    d.config = &config;
+    d.fs = ffs.get();
+    d.store = store.get();
+    d.clock = &clock_;
+    d.random = &random;
+    d.identity = &vendor_.identity();
+    d.director_key = &vendor_.director().public_key();
+    d.api = &api;
+    d.http = &http;
+    d.tuf_fetcher = tuf.get();
+    d.runner = &RealProcessRunner::Instance();
+    d.sleeper = &sleeper;
+    agent = std::make_unique<Agent>(std::move(d));
+  }
+  void Close() {
+    agent.reset();
+    store.reset();
+  }
+
+  void Provision(const std::string& id) {
+    auto p = agent->Provision(vendor_.Get(id).upk);
+    ASSERT_TRUE(p.ok()) << p.error().message();
+  }
+  void Check() {
+    auto c = agent->Check();
+    ASSERT_TRUE(c.ok()) << c.error().message();
+  }
+
+  std::optional<Version> Active(const std::string& name) {
+    auto kind = name == "base" ? HandlerKind::kImage : HandlerKind::kFiles;
+    auto h = MakeHandler(kind, *ffs, config.system_root, RealProcessRunner::Instance());
+    EXPECT_TRUE(h.ok());
+    auto a = (*h)->Active(name);
+    EXPECT_TRUE(a.ok()) << a.error().message();
+    return a.ok() ? *a : std::nullopt;
+  }
+  std::optional<Version> InstalledVersion(const std::string& name) {
+    auto set = agent->Installed();
+    auto it = set.find(name);
+    if (it == set.end()) return std::nullopt;
+    return it->second;
+  }
+  std::vector<Json> Journal() {
+    auto r = store->Read("journal", 1, 100000);
+    EXPECT_TRUE(r.ok());
+    std::vector<Json> out;
+    if (r.ok()) {
+      for (auto& rec : *r) out.push_back(rec.value);
+    }
+    return out;
+  }
+  // The last journal record of `type` whose message contains `text` (null when none).
+  Json JournalFind(const std::string& type, const std::string& text) {
+    Json found;
+    for (const auto& j : Journal()) {
+      if (j.value("type", "") == type && j.value("message", "").find(text) != std::string::npos) found = j;
+    }
+    return found;
+  }
+  std::string JournalDump() {
+    std::string s;
+    for (const auto& j : Journal()) s += j.dump() + "\n";
+    return s;
+  }
+  // The package area as a comparable snapshot (what "nothing changed on disk" means).
+  std::map<std::string, std::string> SystemTree() const { return packages::testing::Snapshot(config.system_root); }
+
+  AgentConfig config;
+  std::unique_ptr<FaultFs> ffs;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Agent> agent;
+  FakeApi api;
+  FakeHttp http;
+  std::unique_ptr<tuf::Fetcher> tuf;
+  CountingRandom random;
+  FakeSleeper sleeper;
+};
+
+// The releases every test uses.
+void AddStandardReleases(Vendor& v) {
+  v.Add("base", "1.0.0");
+  v.Add("base", "2.0.0");
+  v.Add("software", "7.0.0");
+  v.Add("software", "7.1.0");
+  v.Add("software", "8.0.0", ReleaseOptions{nullptr, std::nullopt, {{"base", V("2.0.0")}}, ""});
+  v.Publish();
+}
+
+class AgentCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    AddStandardReleases(vendor_);
+    if (HasFatalFailure()) return;
+    vendor_.channel = {"base-2.0.0", "software-7.1.0", "software-8.0.0"};
+  }
+  // A provisioned appliance (base 1.0.0, software 7.0.0) that checked in once.
+  std::unique_ptr<World> Provisioned(bool check = true) {
+    auto w = std::make_unique<World>(vendor_, clock_);
+    w->Provision("base-1.0.0");
+    w->Provision("software-7.0.0");
+    if (check) w->Check();
+    return w;
+  }
+  // Nothing on disk changed and the journal says why.
+  void ExpectRefused(World& w, const std::map<std::string, std::string>& before, const std::string& type,
+                     const std::string& why) {
+    EXPECT_EQ(w.SystemTree(), before);
+    EXPECT_EQ(w.Active("base"), V("1.0.0"));
+    EXPECT_EQ(w.Active("software"), V("7.0.0"));
+    EXPECT_EQ(w.InstalledVersion("base"), V("1.0.0"));
+    EXPECT_EQ(w.InstalledVersion("software"), V("7.0.0"));
+    EXPECT_FALSE(w.store->Get("operation").has_value());
+    EXPECT_FALSE(w.JournalFind(type, why).is_null()) << "no journal '" << type << "' saying '" << why << "' in\n"
+                                                     << w.JournalDump();
+    if (type == "failure") {  // a refused release is also reported, with the reason
+      ASSERT_OK(w.agent->FlushOutbox());
+      bool reported = false;
+      for (const auto& e : w.api.events) {
+        reported |= e.type == "failure" && e.detail.value("error", "").find(why) != std::string::npos;
+      }
+      EXPECT_TRUE(reported) << why;
+    }
+  }
+
+  FakeClock clock_{T0()};
+  Vendor vendor_{clock_};
+};
+
+TEST_F(AgentCoreTest, HappyPathWalksEveryStep) {
+  auto w = Provisioned(false);
+  EXPECT_EQ(w->Active("base"), V("1.0.0"));
+  EXPECT_EQ(w->Active("software"), V("7.0.0"));
+  std::vector<std::string> installed;
+  for (int i = 0; i < 10; ++i) {
+    w->Check();
+    auto r = w->agent->InstallNext(false);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    if (r->outcome == InstallOutcome::kNothing) break;
+    ASSERT_EQ(r->outcome, InstallOutcome::kInstalled) << r->message << "\n" << w->JournalDump() << w->store->Get("installed")->dump();
+    installed.push_back(r->name + " " + r->version);
+    clock_.Advance(60s);
+  }
+  EXPECT_EQ(installed, (std::vector<std::string>{"base 2.0.0", "software 7.1.0", "software 8.0.0"}));
+  EXPECT_EQ(w->Active("base"), V("2.0.0"));
+  EXPECT_EQ(w->Active("software"), V("8.0.0"));
+  EXPECT_EQ(w->InstalledVersion("base"), V("2.0.0"));
+  EXPECT_EQ(w->InstalledVersion("software"), V("8.0.0"));
+  EXPECT_EQ(ReadAll(w->config.system_root / "packages/software/current/app/version.txt"), "software 8.0.0\n");
+  EXPECT_EQ(w->agent->InstalledJson()["packages"]["software"]["previous"], "7.1.0");
+  EXPECT_FALSE(w->store->Get("operation").has_value());
+  // Events: download, install, success for each step, each id once.
+  ASSERT_OK(w->agent->FlushOutbox());
+  EXPECT_EQ(w->agent->PendingReports(), 0u);
+  std::vector<std::string> want;
+  for (const auto& s : installed) {
+    for (const char* t : {"download ", "install ", "success "}) want.push_back(t + s);
+  }
+  EXPECT_EQ(w->api.Summary(), want);
+  EXPECT_EQ(w->api.Duplicates(), 0u);
+  std::set<std::string> ids;
+  for (const auto& e : w->api.events) ids.insert(e.id);
+  EXPECT_EQ(ids.size(), w->api.events.size());
+  // The journal tells the story: a backup and a success per step.
+  int successes = 0, backups = 0;
+  for (const auto& j : w->Journal()) {
+    successes += j.value("type", "") == "success";
+    backups += j.value("type", "") == "backup";
+  }
+  EXPECT_EQ(successes, 3);
+  EXPECT_EQ(backups, 3);
+}
+
+TEST_F(AgentCoreTest, DownloadResumesAfterTheConnectionDrops) {
+  auto w = Provisioned();
+  w->http.drop_after = 2048;
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kIo) << r.error().message();
+  EXPECT_EQ(w->Active("base"), V("1.0.0"));
+  EXPECT_FALSE(w->JournalFind("failure", "download").is_null()) << w->JournalDump();
+  EXPECT_FALSE(w->store->Get("failed").has_value());  // I/O trouble is retried, not a release failure
+  auto again = w->agent->InstallNext(false);
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->outcome, InstallOutcome::kInstalled);
+  EXPECT_EQ(w->Active("base"), V("2.0.0"));
+  EXPECT_GE(w->http.range_requests, 1);
+}
+
+TEST_F(AgentCoreTest, HealthCheckFailureRollsBackAndIsNotRetriedUntilAsked) {
+  auto w = Provisioned();
+  const auto marker = vendor_.HealthFailMarker("software", "7.1.0");
+  WriteFile(marker, "");
+  // base 2.0.0 first.
+  auto r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  ASSERT_EQ(r->outcome, InstallOutcome::kInstalled);
+  w->Check();
+  r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kFailedRolledBack) << r->message;
+  EXPECT_EQ(w->Active("software"), V("7.0.0"));
+  EXPECT_EQ(w->InstalledVersion("software"), V("7.0.0"));
+  EXPECT_EQ(ReadAll(w->config.system_root / "packages/software/current/app/version.txt"), "software 7.0.0\n");
+  EXPECT_FALSE(fs::exists(w->config.system_root / "packages/software/slots/7.1.0"));
+  EXPECT_FALSE(w->store->Get("operation").has_value());
+  Json rb = w->JournalFind("rollback", "health check exited 3");
+  ASSERT_FALSE(rb.is_null()) << w->JournalDump();
+  EXPECT_NE(rb.value("log_tail", "").find("port 8080 closed"), std::string::npos);
+  ASSERT_OK(w->agent->FlushOutbox());
+  bool failure_with_tail = false, rollback_event = false;
+  for (const auto& e : w->api.events) {
+    if (e.type == "failure" && e.version == "7.1.0") {
+      failure_with_tail = e.log_tail.find("port 8080 closed") != std::string::npos;
+    }
+    rollback_event |= e.type == "rollback" && e.version == "7.1.0";
+  }
+  EXPECT_TRUE(failure_with_tail);
+  EXPECT_TRUE(rollback_event);
+  // Marked failed: not tried again by itself.
+  auto plan = w->agent->Plan();
+  ASSERT_TRUE(plan.ok());
+  bool planned_failed = false;
+  for (const auto& p : *plan) planned_failed |= p.step.version == V("7.1.0") && p.state == "failed";
+  EXPECT_TRUE(planned_failed);
+  const int downloads = w->http.requests;
+  r = w->agent->InstallNext(true);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, InstallOutcome::kNothing);
+  EXPECT_NE(r->message.find("not retried"), std::string::npos) << r->message;
+  EXPECT_EQ(w->http.requests, downloads);
+  EXPECT_EQ(w->Active("software"), V("7.0.0"));
+  // --retry: the failed marks go, the (now healthy) release installs.
+  fs::remove(marker);
+  ASSERT_OK(w->store->Remove("failed"));
+  r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kInstalled) << r->message;
+  EXPECT_EQ(w->Active("software"), V("7.1.0"));
+  EXPECT_EQ(w->InstalledVersion("software"), V("7.1.0"));
+}
+
+TEST_F(AgentCoreTest, FailedFirstInstallIsUndoneCompletely) {
+  vendor_.channel = {"software-7.0.0"};
+  auto w = std::make_unique<World>(vendor_, clock_);
+  w->Provision("base-1.0.0");
+  w->Check();
+  WriteFile(vendor_.HealthFailMarker("software", "7.0.0"), "");
+  auto r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kFailedRolledBack) << r->message << "\n" << w->JournalDump();
+  EXPECT_EQ(w->Active("software"), std::nullopt);
+  EXPECT_EQ(w->InstalledVersion("software"), std::nullopt);
+  EXPECT_FALSE(fs::exists(w->config.system_root / "packages/software/slots/7.0.0"));
+  EXPECT_FALSE(w->store->Get("operation").has_value());
+  EXPECT_FALSE(w->JournalFind("rollback", "health check exited 3").is_null()) << w->JournalDump();
+}
+
+// --- Refusals: nothing changes on disk, the journal says why. ---
+
+TEST_F(AgentCoreTest, RefusesATamperedBlob) {
+  auto w = Provisioned();
+  const auto& step = vendor_.Get("base-2.0.0").step;
+  const std::string served = "targets/base/" + step.sha256 + ".base-2.0.0.upk.enc";
+  std::string bytes = ReadAll(vendor_.repo_dir() / served);
+  ASSERT_FALSE(bytes.empty());
+  bytes[bytes.size() / 2] ^= 0x01;
+  w->http.overrides[served] = bytes;
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  ExpectRefused(*w, before, "failure", "base 2.0.0: download");
+  EXPECT_FALSE(fs::exists(w->config.DownloadDir() / (step.sha256 + ".blob")));
+}
+
+TEST_F(AgentCoreTest, RefusesAPackageSignedByAnotherKey) {
+  const PrivateKey other = PrivateKey::GenerateEd25519();
+  vendor_.Add("base", "2.1.0", ReleaseOptions{&other, std::nullopt, {}, ""});
+  vendor_.Publish();
+  vendor_.channel = {"base-2.1.0"};
+  auto w = Provisioned();
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  ExpectRefused(*w, before, "failure", "package signature");
+  EXPECT_TRUE(w->store->Get("failed").has_value());
+}
+
+TEST_F(AgentCoreTest, RefusesAManifestNamingAnotherVersion) {
+  vendor_.Add("base", "2.2.0", ReleaseOptions{nullptr, std::string("2.3.0"), {}, ""});
+  vendor_.Publish();
+  vendor_.channel = {"base-2.2.0"};
+  auto w = Provisioned();
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification);
+  ExpectRefused(*w, before, "failure", "not what was assigned");
+}
+
+TEST_F(AgentCoreTest, RefusesAnUnmetRequirement) {
+  vendor_.channel = {"software-8.0.0"};  // needs base >= 2.0.0; base 1.0.0 is installed
+  auto w = Provisioned();
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kPolicy);
+  ExpectRefused(*w, before, "failure", "needs base >= 2.0.0");
+}
+
+TEST_F(AgentCoreTest, RefusesTufTargetsDisagreeingWithTheAssignment) {
+  auto w = Provisioned(false);
+  for (int field = 0; field < 2; ++field) {
+    w->api.assign = [&, field](const trust::InstalledSet& installed) {
+      auto a = vendor_.AssignmentFor(installed);
+      if (field == 0) a.steps[0].length += 1;
+      if (field == 1) a.steps[0].sha256 = vendor_.Get("software-7.1.0").step.sha256;
+      return vendor_.Sign(a);
+    };
+    w->Check();
+    ASSERT_OK(w->store->Remove("failed"));
+    const auto before = w->SystemTree();
+    auto r = w->agent->InstallNext(false);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+    ExpectRefused(*w, before, "failure", "disagree");
+  }
+}
+
+TEST_F(AgentCoreTest, NeverInstallsAStepOlderThanInstalled) {
+  vendor_.Add("base", "0.9.0");
+  vendor_.Publish();
+  auto w = Provisioned(false);
+  w->api.assign = [&](const trust::InstalledSet& installed) {
+    auto a = vendor_.AssignmentFor(installed);
+    a.steps = {vendor_.Get("base-0.9.0").step};
+    return vendor_.Sign(a);
+  };
+  w->Check();
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(true);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->outcome, InstallOutcome::kNothing);
+  EXPECT_EQ(w->SystemTree(), before);
+  EXPECT_EQ(w->Active("base"), V("1.0.0"));
+}
+
+TEST_F(AgentCoreTest, RefusesBadAssignments) {
+  auto w = Provisioned(false);
+  const PrivateKey other = PrivateKey::GenerateEd25519();
+  struct Case {
+    const char* what;
+    std::function<std::string(const trust::InstalledSet&)> make;
+    Errc code;
+  };
+  const std::vector<Case> cases = {
+      {"another appliance",
+       [&](const trust::InstalledSet& s) {
+         auto a = vendor_.AssignmentFor(s);
+         a.appliance_id = trust::ApplianceIdentity::Generate().appliance_id();
+         return vendor_.Sign(a);
+       },
+       Errc::kPolicy},
+      {"another state",
+       [&](const trust::InstalledSet& s) {
+         auto other_state = s;
+         other_state["base"] = V("2.0.0");
+         auto a = vendor_.AssignmentFor(s);
+         a.state_digest = trust::StateDigest(other_state);
+         return vendor_.Sign(a);
+       },
+       Errc::kPolicy},
+      {"another key", [&](const trust::InstalledSet& s) { return vendor_.Sign(vendor_.AssignmentFor(s), &other); },
+       Errc::kVerification},
+      {"expired",
+       [&](const trust::InstalledSet& s) {
+         auto a = vendor_.AssignmentFor(s);
+         a.issued = clock_.Now() - std::chrono::days(8);
+         a.expires = clock_.Now() - 1s;
+         return vendor_.Sign(a);
+       },
+       Errc::kVerification},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    w->api.assign = c.make;
+    const auto before = w->SystemTree();
+    const std::size_t journal_before = w->Journal().size();
+    auto r = w->agent->Check();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code(), c.code) << r.error().message();
+    EXPECT_FALSE(w->store->Get("assignment").has_value());  // never kept
+    auto i = w->agent->InstallNext(true);
+    ASSERT_FALSE(i.ok());
+    EXPECT_EQ(i.error().code(), Errc::kNotFound);
+    ExpectRefused(*w, before, "refused", "assignment refused");
+    EXPECT_GT(w->Journal().size(), journal_before);
+  }
+}
+
+TEST_F(AgentCoreTest, RefusesRolledBackOrExpiredTufMetadata) {
+  auto w = Provisioned();
+  // The agent now trusts the current timestamp/snapshot; serve the older ones after a new publish.
+  const std::string old_timestamp = ReadAll(vendor_.repo_dir() / "metadata/timestamp.json");
+  vendor_.Add("software", "7.2.0");
+  vendor_.Publish();
+  w->Check();
+  w->http.overrides["metadata/timestamp.json"] = old_timestamp;
+  auto before = w->SystemTree();
+  auto r = w->agent->Check();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  ExpectRefused(*w, before, "refused", "TUF metadata refused");
+  auto i = w->agent->InstallNext(true);  // the install path refreshes too
+  ASSERT_FALSE(i.ok());
+  EXPECT_EQ(w->Active("base"), V("1.0.0"));
+  w->http.overrides.clear();
+
+  // Expired: a timestamp that expires in an hour, then the clock moves past it.
+  vendor_.RefreshTimestamp(clock_.Now() + 1h);
+  w->Check();
+  clock_.Advance(2h);
+  before = w->SystemTree();
+  r = w->agent->Check();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  ExpectRefused(*w, before, "refused", "TUF metadata refused");
+  EXPECT_NE(w->JournalFind("refused", "TUF metadata refused").value("message", "").find("expire"), std::string::npos)
+      << w->JournalDump();
+}
+
+TEST_F(AgentCoreTest, UnreachableUpdaterQueuesEventsAndSendsThemOnce) {
+  auto w = Provisioned();
+  w->api.unreachable = true;
+  auto r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kInstalled);
+  const std::size_t pending = w->agent->PendingReports();
+  EXPECT_EQ(pending, 3u);  // download, install, success
+  EXPECT_FALSE(w->agent->FlushOutbox().ok());
+  auto c = w->agent->Check();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code(), Errc::kIo);
+  EXPECT_EQ(w->Journal().back().value("type", ""), "check");
+  EXPECT_FALSE(w->Journal().back().value("ok", true));
+  EXPECT_NE(w->Journal().back().value("message", "").find("connection refused"), std::string::npos);
+  EXPECT_EQ(w->agent->PendingReports(), pending);
+  EXPECT_TRUE(w->api.events.empty());
+  // Back: everything goes, once, and a crash-free resend is a no-op.
+  w->api.unreachable = false;
+  w->Check();
+  EXPECT_EQ(w->agent->PendingReports(), 0u);
+  EXPECT_EQ(w->api.events.size(), pending);
+  auto again = w->agent->FlushOutbox();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, 0u);
+  EXPECT_EQ(w->api.Duplicates(), 0u);
+  // A busy updater is the same: queued.
+  w->api.busy = true;
+  auto b = w->agent->Check();
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.error().code(), Errc::kLimit);
+}
+
+TEST_F(AgentCoreTest, MaintenanceWindowClosedUnlessForced) {
+  auto w = Provisioned();
+  Settings s;
+  s.maintenance_windows = {"daily 02:00-03:00"};
+  ASSERT_OK(w->store->Put("settings", s.ToJson()));
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kNotAllowedNow);
+  EXPECT_EQ(r->not_before, ParseTimestamp("2026-06-04T02:00:00Z").value());
+  EXPECT_EQ(w->SystemTree(), before);
+  clock_.Set(ParseTimestamp("2026-06-04T02:30:00Z").value());
+  w->Check();
+  auto inside = w->agent->InstallNext(false);
+  ASSERT_TRUE(inside.ok());
+  EXPECT_EQ(inside->outcome, InstallOutcome::kInstalled) << inside->message;
+  clock_.Set(ParseTimestamp("2026-06-04T04:00:00Z").value());
+  w->Check();
+  auto forced = w->agent->InstallNext(true);
+  ASSERT_TRUE(forced.ok()) << forced.error().message();
+  EXPECT_EQ(forced->outcome, InstallOutcome::kInstalled) << forced->message;
+  EXPECT_EQ(w->Active("software"), V("7.1.0"));
+}
+
+// --- Crash and power loss at every Fs operation of an install. ---
+
+struct CrashStats {
+  int points = 0;
+  std::uint64_t ops = 0;
+};
+
+class AgentCrashTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    clock_ = new FakeClock(T0());
+    vendor_ = new Vendor(*clock_);
+    AddStandardReleases(*vendor_);
+    vendor_->Add("base", "3.0.0");
+    vendor_->Publish();
+  }
+  static void TearDownTestSuite() {
+    delete vendor_;
+    delete clock_;
+  }
+  void SetUp() override { clock_->Set(T0()); }
+
+  // A provisioned appliance that checked in for `target`: provisioned once, then copied, so
+  // every crash point starts from the same durable state.
+  std::unique_ptr<World> Ready(const std::string& target) {
+    if (!template_ || template_target_ != target) {
+      vendor_->channel = {target};
+      template_ = std::make_unique<World>(*vendor_, *clock_);
+      template_target_ = target;
+      template_->Provision("base-1.0.0");
+      template_->Provision("software-7.0.0");
+      template_->Check();
+      template_->Close();
+    }
+    const fs::path from = template_->root();
+    return std::make_unique<World>(*vendor_, *clock_, &from);
+  }
+  void TearDown() override { template_.reset(); }
+
+  // The base image on disk is whole for the active version and matches the installed document.
+  void ExpectConsistent(World& w, const std::set<std::string>& allowed) {
+    const auto active = w.Active("base");
+    ASSERT_TRUE(active.has_value());
+    EXPECT_TRUE(allowed.count(active->ToString())) << active->ToString();
+    EXPECT_EQ(w.InstalledVersion("base"), active);
+    EXPECT_FALSE(w.store->Get("operation").has_value());
+    const fs::path pkg = w.config.system_root / "packages" / "base";
+    const Json a = Json::parse(ReadAll(pkg / "active"));
+    const std::string want = vendor_->Get("base-" + active->ToString()).content;
+    EXPECT_EQ(ReadAll(pkg / ("image-" + a.value("slot", "?"))).substr(0, want.size()), want);
+    EXPECT_TRUE(fs::exists(pkg / "meta" / active->ToString() / "bin" / "health"));
+    EXPECT_EQ(w.Active("software"), V("7.0.0"));
+  }
+
+  // Crashes the install of `target` at every Fs operation (every `stride`-th one), then recovers.
+  CrashStats Enumerate(const std::string& target, bool power_loss, const std::string& end, std::uint64_t stride) {
+    CrashStats stats;
+    for (std::uint64_t n = 0;; n += stride) {
+      SCOPED_TRACE("crash at operation " + std::to_string(n) + (power_loss ? " + power loss" : ""));
+      clock_->Set(T0());
+      auto w = Ready(target);
+      if (::testing::Test::HasFatalFailure()) return stats;
+      const std::uint64_t start = w->ffs->operations();
+      w->ffs->CrashAfter(n);
+      auto r = w->agent->InstallNext(true);
+      if (!w->ffs->crashed()) {
+        EXPECT_TRUE(r.ok()) << r.error().message();
+        stats.ops = w->ffs->operations() - start;
+        EXPECT_EQ(w->Active("base"), V(end));
+        break;
+      }
+      EXPECT_FALSE(r.ok() && r->outcome == InstallOutcome::kInstalled);
+      w->Close();
+      if (power_loss) {
+        EXPECT_TRUE(w->ffs->SimulatePowerLoss().ok());
+      } else {
+        w->ffs->Restart();
+      }
+      w->Open();
+      if (::testing::Test::HasFatalFailure()) return stats;
+      auto rec = w->agent->Recover();
+      EXPECT_TRUE(rec.ok()) << rec.error().message() << "\n" << w->JournalDump();
+      ExpectConsistent(*w, {"1.0.0", end});
+      auto next = w->agent->InstallNext(true);
+      EXPECT_TRUE(next.ok()) << (next.ok() ? "" : next.error().message());
+      EXPECT_EQ(w->Active("base"), V(end));
+      EXPECT_EQ(w->InstalledVersion("base"), V(end));
+      ExpectConsistent(*w, {end});
+      ++stats.points;
+      if (::testing::Test::HasFailure()) return stats;
+      EXPECT_LT(n, 2000u);
+    }
+    return stats;
+  }
+
+  static FakeClock* clock_;
+  static Vendor* vendor_;
+  std::unique_ptr<World> template_;
+  std::string template_target_;
+};
+
+FakeClock* AgentCrashTest::clock_ = nullptr;
+Vendor* AgentCrashTest::vendor_ = nullptr;
+
+TEST_F(AgentCrashTest, CrashAtEveryOperationOfAnInstall) {
+  const auto s = Enumerate("base-2.0.0", false, "2.0.0", 1);
+  EXPECT_GT(s.points, 10);
+  std::cout << "install base 1.0.0 -> 2.0.0: " << s.ops << " Fs operations, crashed at " << s.points << "\n";
+}
+
+TEST_F(AgentCrashTest, PowerLossAtEveryOperationOfAnInstall) {
+  const auto s = Enumerate("base-2.0.0", true, "2.0.0", 1);
+  EXPECT_GT(s.points, 10);
+  std::cout << "install base 1.0.0 -> 2.0.0: " << s.ops << " Fs operations, power loss at " << s.points << "\n";
+}
+
+TEST_F(AgentCrashTest, CrashDuringAFailedInstallAndItsRollback) {
+  WriteFile(vendor_->HealthFailMarker("base", "3.0.0"), "");
+  const auto s = Enumerate("base-3.0.0", false, "1.0.0", 1);
+  fs::remove(vendor_->HealthFailMarker("base", "3.0.0"));
+  EXPECT_GT(s.points, 10);
+  std::cout << "failed install base 3.0.0 + rollback: " << s.ops << " Fs operations, crashed at " << s.points << "\n";
+}
+
+TEST_F(AgentCrashTest, PowerLossDuringAFailedInstallAndItsRollback) {
+  WriteFile(vendor_->HealthFailMarker("base", "3.0.0"), "");
+  const auto s = Enumerate("base-3.0.0", true, "1.0.0", 1);
+  fs::remove(vendor_->HealthFailMarker("base", "3.0.0"));
+  EXPECT_GT(s.points, 10);
+  std::cout << "failed install base 3.0.0 + rollback: " << s.ops << " Fs operations, power loss at " << s.points << "\n";
+}
+
+}  // namespace
+}  // namespace upkeep::agent
