@@ -5,7 +5,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <locale.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "backup_internal.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/common/files.hpp"
+#include "upkeep/common/utf8_locale.hpp"
 #include "upkeep/trust/secret.hpp"
 
 namespace upkeep::agent {
@@ -51,23 +51,7 @@ void EnsureSodium() {
   (void)once;
 }
 
-// libarchive converts names through the locale's charset; under "C" non-ASCII names fail. This
-// switches the calling thread only to C.UTF-8 while it runs.
-class Utf8Locale {
- public:
-  Utf8Locale() {
-    static const locale_t utf8 = ::newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(nullptr));
-    if (utf8) old_ = ::uselocale(utf8);
-  }
-  ~Utf8Locale() {
-    if (old_) ::uselocale(old_);
-  }
-  Utf8Locale(const Utf8Locale&) = delete;
-  Utf8Locale& operator=(const Utf8Locale&) = delete;
-
- private:
-  locale_t old_ = nullptr;
-};
+using Utf8Locale = upkeep::ScopedUtf8Locale;
 
 class UniqueFd {
  public:

@@ -43,6 +43,16 @@ Expected<trust::InstalledSet> StateFromJson(const Json& j) {
   return out;
 }
 
+// The TUF client of this appliance: trusted metadata under STATE/tuf, the updater's /repo/.
+tuf::UpdaterOptions TufOptions(const AgentConfig& config) {
+  tuf::UpdaterOptions o;
+  o.metadata_dir = config.TufDir();
+  o.metadata_base_url = config.updater_url + "/repo/metadata";
+  o.target_dir = config.DownloadDir();
+  o.target_base_url = config.updater_url + "/repo/targets";
+  return o;
+}
+
 // The consistent-snapshot file name the updater serves a target under: DIR/SHA256.NAME.
 std::string HashedTargetPath(const std::string& target_path, const std::string& sha256) {
   const auto slash = target_path.rfind('/');
@@ -217,12 +227,7 @@ Expected<CheckResult> Agent::Check() {
     return assignment.error().Wrap("assignment refused");
   }
   // Refresh the TUF metadata now, so a repository problem shows at check time, not mid-install.
-  tuf::UpdaterOptions topt;
-  topt.metadata_dir = d_.config->TufDir();
-  topt.metadata_base_url = d_.config->updater_url + "/repo/metadata";
-  topt.target_dir = d_.config->DownloadDir();
-  topt.target_base_url = d_.config->updater_url + "/repo/targets";
-  tuf::Updater tuf(topt, *d_.tuf_fetcher, *d_.clock);
+  tuf::Updater tuf(TufOptions(*d_.config), *d_.tuf_fetcher, *d_.clock);
   if (auto refreshed = tuf.Refresh(); !refreshed.ok()) {
     const std::string why = "TUF metadata refused: " + refreshed.error().message();
     (void)d_.store->Put("last_check", Json{{"at", FormatTimestamp(asked)}, {"ok", false}, {"error", why}});
@@ -418,12 +423,7 @@ Status Agent::RunOperation(Operation& op) {
   const Settings settings = CurrentSettings();
 
   // 1. What the repository says about this target must be what the director said.
-  tuf::UpdaterOptions topt;
-  topt.metadata_dir = d_.config->TufDir();
-  topt.metadata_base_url = d_.config->updater_url + "/repo/metadata";
-  topt.target_dir = d_.config->DownloadDir();
-  topt.target_base_url = d_.config->updater_url + "/repo/targets";
-  tuf::Updater tuf(topt, *d_.tuf_fetcher, *d_.clock);
+  tuf::Updater tuf(TufOptions(*d_.config), *d_.tuf_fetcher, *d_.clock);
   UPK_TRY_ASSIGN(auto target, tuf.GetTargetInfo(step.target_path));
   if (!target) return Error(Errc::kVerification, label + ": the TUF targets do not list " + step.target_path);
   auto sha = target->hashes.find("sha256");

@@ -302,6 +302,10 @@ int RunHistory(const Ctx& ctx, std::size_t count) {
     if (v.contains("phase")) *ctx.out << v.value("phase", "") << " ";
     if (v.contains("message")) *ctx.out << v.value("message", "");
     if (v.contains("steps")) *ctx.out << v["steps"].dump() << " step(s) to install";
+    if (v.value("type", "") == "backup") *ctx.out << v.value("id", "") << " (" << v.value("reason", "") << ")";
+    if (v.value("type", "") == "success" && !v.value("previous", "").empty()) {
+      *ctx.out << "installed (was " << v.value("previous", "") << ")";
+    }
     *ctx.out << "\n";
   }
   return 0;
