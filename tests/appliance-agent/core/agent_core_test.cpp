@@ -739,6 +739,34 @@ TEST_F(AgentCoreTest, RefusesTufTargetsDisagreeingWithTheAssignment) {
   }
 }
 
+TEST_F(AgentCoreTest, RefusesATargetTufDoesNotList) {
+  vendor_.Add("base", "2.5.0");  // staged, never published
+  vendor_.channel = {"base-2.5.0"};
+  auto w = Provisioned();
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  ExpectRefused(*w, before, "failure", "the TUF targets do not list");
+}
+
+TEST_F(AgentCoreTest, RefusesAKeptAssignmentAlteredOnDisk) {
+  auto w = Provisioned();
+  Json doc = *w->store->Get("assignment");
+  std::string text = doc["text"];
+  const auto at = text.find("\"stable\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 8, "\"stabl3\"");
+  doc["text"] = text;
+  ASSERT_OK(w->store->Put("assignment", doc));
+  const auto before = w->SystemTree();
+  auto r = w->agent->InstallNext(true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), Errc::kVerification) << r.error().message();
+  EXPECT_NE(r.error().message().find("kept assignment"), std::string::npos);
+  EXPECT_EQ(w->SystemTree(), before);
+}
+
 TEST_F(AgentCoreTest, NeverInstallsAStepOlderThanInstalled) {
   vendor_.Add("base", "0.9.0");
   vendor_.Publish();
@@ -903,6 +931,8 @@ TEST_F(AgentCoreTest, MaintenanceWindowClosedUnlessForced) {
 struct CrashStats {
   int points = 0;
   std::uint64_t ops = 0;
+  std::map<std::string, int> recovered_to;  // base version right after Recover() -> points
+  int torn_tails = 0;                        // reopened stores that cut a half-written record off
 };
 
 class AgentCrashTest : public ::testing::Test {
@@ -961,6 +991,7 @@ class AgentCrashTest : public ::testing::Test {
       auto w = Ready(target);
       if (::testing::Test::HasFatalFailure()) return stats;
       const std::uint64_t start = w->ffs->operations();
+      w->ffs->SetTornWrites(!power_loss);  // SIGKILL inside write(2) leaves half a record
       w->ffs->CrashAfter(n);
       auto r = w->agent->InstallNext(true);
       if (!w->ffs->crashed()) {
@@ -978,14 +1009,21 @@ class AgentCrashTest : public ::testing::Test {
       }
       w->Open();
       if (::testing::Test::HasFatalFailure()) return stats;
+      stats.torn_tails += !w->store->report().torn_tails.empty();
       auto rec = w->agent->Recover();
       EXPECT_TRUE(rec.ok()) << rec.error().message() << "\n" << w->JournalDump();
       ExpectConsistent(*w, {"1.0.0", end});
+      if (auto a = w->Active("base")) ++stats.recovered_to[a->ToString()];
       auto next = w->agent->InstallNext(true);
       EXPECT_TRUE(next.ok()) << (next.ok() ? "" : next.error().message());
       EXPECT_EQ(w->Active("base"), V(end));
       EXPECT_EQ(w->InstalledVersion("base"), V(end));
       ExpectConsistent(*w, {end});
+      // A report queued again after a crash keeps its id: one success, however it got there.
+      EXPECT_TRUE(w->agent->FlushOutbox().ok());
+      int successes = 0;
+      for (const auto& e : w->api.events) successes += e.type == "success" && e.name == "base";
+      EXPECT_EQ(successes, end == "1.0.0" ? 0 : 1);
       ++stats.points;
       if (::testing::Test::HasFailure()) return stats;
       EXPECT_LT(n, 2000u);
@@ -1003,28 +1041,60 @@ FakeClock* AgentCrashTest::clock_ = nullptr;
 Vendor* AgentCrashTest::vendor_ = nullptr;
 
 TEST_F(AgentCrashTest, CrashAtEveryOperationOfAnInstall) {
-  const auto s = Enumerate("base-2.0.0", false, "2.0.0", 1);
+  auto s = Enumerate("base-2.0.0", false, "2.0.0", 1);
   EXPECT_GT(s.points, 10);
-  std::cout << "install base 1.0.0 -> 2.0.0: " << s.ops << " Fs operations, crashed at " << s.points << "\n";
+  EXPECT_GT(s.recovered_to.count("1.0.0"), 0u);  // undone before the commit
+  EXPECT_GT(s.recovered_to.count("2.0.0"), 0u);  // finished from the commit on
+  EXPECT_GT(s.torn_tails, 0);
+  std::cout << "install base 1.0.0 -> 2.0.0: " << s.ops << " Fs operations, crashed at " << s.points
+            << " (recovered to 1.0.0: " << s.recovered_to["1.0.0"] << ", torn log tails cut: " << s.torn_tails << ")\n";
 }
 
 TEST_F(AgentCrashTest, PowerLossAtEveryOperationOfAnInstall) {
-  const auto s = Enumerate("base-2.0.0", true, "2.0.0", 1);
+  auto s = Enumerate("base-2.0.0", true, "2.0.0", 1);
   EXPECT_GT(s.points, 10);
+  EXPECT_GT(s.recovered_to.count("1.0.0"), 0u);
+  EXPECT_GT(s.recovered_to.count("2.0.0"), 0u);
   std::cout << "install base 1.0.0 -> 2.0.0: " << s.ops << " Fs operations, power loss at " << s.points << "\n";
+}
+
+TEST_F(AgentCrashTest, AReleaseInterruptedThreeTimesIsMarkedFailed) {
+  auto w = Ready("base-2.0.0");
+  const std::uint64_t start = w->ffs->operations();
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    SCOPED_TRACE("attempt " + std::to_string(attempt));
+    // Operation 70 of an install is past the switch (after-activate), before the commit.
+    w->ffs->CrashAfter(70);
+    auto r = w->agent->InstallNext(true);
+    ASSERT_TRUE(w->ffs->crashed());
+    EXPECT_FALSE(r.ok());
+    w->Close();
+    w->ffs->Restart();
+    w->Open();
+    ASSERT_OK(w->agent->Recover());
+    EXPECT_EQ(w->Active("base"), V("1.0.0"));
+  }
+  EXPECT_GT(w->ffs->operations() - start, 70u);
+  EXPECT_FALSE(w->JournalFind("rollback", "interrupted install undone").is_null()) << w->JournalDump();
+  auto r = w->agent->InstallNext(true);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->outcome, InstallOutcome::kNothing);
+  EXPECT_NE(r->message.find("not retried"), std::string::npos) << r->message;
+  EXPECT_EQ(w->Active("base"), V("1.0.0"));
 }
 
 TEST_F(AgentCrashTest, CrashDuringAFailedInstallAndItsRollback) {
   WriteFile(vendor_->HealthFailMarker("base", "3.0.0"), "");
-  const auto s = Enumerate("base-3.0.0", false, "1.0.0", 1);
+  auto s = Enumerate("base-3.0.0", false, "1.0.0", 1);
   fs::remove(vendor_->HealthFailMarker("base", "3.0.0"));
   EXPECT_GT(s.points, 10);
-  std::cout << "failed install base 3.0.0 + rollback: " << s.ops << " Fs operations, crashed at " << s.points << "\n";
+  std::cout << "failed install base 3.0.0 + rollback: " << s.ops << " Fs operations, crashed at " << s.points
+            << " (recovered to 1.0.0: " << s.recovered_to["1.0.0"] << ", torn log tails cut: " << s.torn_tails << ")\n";
 }
 
 TEST_F(AgentCrashTest, PowerLossDuringAFailedInstallAndItsRollback) {
   WriteFile(vendor_->HealthFailMarker("base", "3.0.0"), "");
-  const auto s = Enumerate("base-3.0.0", true, "1.0.0", 1);
+  auto s = Enumerate("base-3.0.0", true, "1.0.0", 1);
   fs::remove(vendor_->HealthFailMarker("base", "3.0.0"));
   EXPECT_GT(s.points, 10);
   std::cout << "failed install base 3.0.0 + rollback: " << s.ops << " Fs operations, power loss at " << s.points << "\n";
