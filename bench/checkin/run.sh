@@ -45,7 +45,7 @@ cleanup() {
   pkill -TERM -P $$ 2>/dev/null || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  "$src/tools/pg" stop "$work/pg" >/dev/null 2>&1 || true
+  "$src/tools/pg" destroy "$work/pg" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT

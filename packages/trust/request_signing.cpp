@@ -1,5 +1,9 @@
 #include "upkeep/trust/request_signing.hpp"
 
+#include <sodium.h>
+
+#include "encoding.hpp"
+
 #include "upkeep/common/hash.hpp"
 
 namespace upkeep::trust {
@@ -90,20 +94,37 @@ Expected<RequestSignature> SignRequest(const ApplianceIdentity& identity, const 
 }
 
 ReplayCache::ReplayCache(std::size_t max_entries, std::chrono::seconds window)
-    : max_entries_(max_entries), window_(window) {}
+    : max_entries_(max_entries), window_(window) {
+  internal::EnsureSodium();
+  randombytes_buf(hash_key_.data(), hash_key_.size());
+}
+
+ReplayCache::Key ReplayCache::KeyOf(std::string_view appliance_id, std::string_view nonce) const {
+  // Length-prefixed so ("ab", "c") and ("a", "bc") differ.
+  std::string input;
+  input.reserve(appliance_id.size() + nonce.size() + 1);
+  input.push_back(static_cast<char>(appliance_id.size() & 0xff));
+  input.append(appliance_id).append(nonce);
+  std::array<std::uint8_t, crypto_shorthash_siphashx24_BYTES> out{};
+  crypto_shorthash_siphashx24(out.data(), reinterpret_cast<const unsigned char*>(input.data()), input.size(),
+                              hash_key_.data());
+  Key k;
+  for (int i = 0; i < 8; ++i) {
+    k.hi = (k.hi << 8) | out[i];
+    k.lo = (k.lo << 8) | out[8 + i];
+  }
+  return k;
+}
 
 void ReplayCache::EvictLocked(SysTime now) {
   while (!by_expiry_.empty() && by_expiry_.begin()->first < now) {
-    entries_.erase(by_expiry_.begin()->second);
+    for (const Key& k : by_expiry_.begin()->second) entries_.erase(k);
     by_expiry_.erase(by_expiry_.begin());
   }
 }
 
 Status ReplayCache::Insert(std::string_view appliance_id, std::string_view nonce, SysTime request_time, SysTime now) {
-  std::string key;
-  key.reserve(appliance_id.size() + 1 + nonce.size());
-  key.append(appliance_id).push_back(' ');
-  key.append(nonce);
+  const Key key = KeyOf(appliance_id, nonce);
   const SysTime forget_at = request_time + window_;
   std::lock_guard<std::mutex> lock(mu_);
   EvictLocked(now);
@@ -115,8 +136,8 @@ Status ReplayCache::Insert(std::string_view appliance_id, std::string_view nonce
     return Error(Errc::kLimit,
                  "busy: replay cache is full (" + std::to_string(max_entries_) + " recent requests); try again later");
   }
-  entries_.emplace(key, forget_at);
-  by_expiry_.emplace(forget_at, std::move(key));
+  entries_.insert(key);
+  by_expiry_[forget_at].push_back(key);
   return OkStatus();
 }
 

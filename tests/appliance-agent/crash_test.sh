@@ -18,7 +18,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-agent-crash.XXXXXX")
 source "$src/tools/lib/stack.sh"
 stack_init "$work/stack" "$bin"
-cleanup() { stack_stop; [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$work"; }
+cleanup() { if [[ -n "${KEEP_WORK:-}" ]]; then stack_stop; else stack_destroy; rm -rf "$work"; fi; }
 trap cleanup EXIT
 current_dir=
 fail() {

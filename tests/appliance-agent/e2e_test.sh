@@ -22,8 +22,7 @@ stack_init "$work/stack" "$bin"
 agent_pid=
 cleanup() {
   [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null || true
-  stack_stop
-  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$work"
+  if [[ -n "${KEEP_WORK:-}" ]]; then stack_stop; else stack_destroy; rm -rf "$work"; fi
 }
 trap cleanup EXIT
 fail() {

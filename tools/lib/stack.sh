@@ -3,7 +3,8 @@
 #
 #   source tools/lib/stack.sh
 #   stack_init DIR BIN_DIR          everything lives under DIR; binaries from BIN_DIR
-#   trap stack_stop EXIT            (or call stack_stop from your own cleanup)
+#   trap stack_stop EXIT            (or call stack_stop from your own cleanup; stack_destroy also
+#                                   deletes the database files: for throw-away directories)
 #   stack_start_pg                  -> STACK_DB_KEYSERVER, STACK_DB_UPDATER (connection strings)
 #   stack_start_keyserver           -> STACK_KS_URL, STACK_KS_ADMIN_TOKEN_FILE, DIR/director.pub
 #   stack_licence CUSTOMER FILE     issue a licence (maintenance one year ahead), key into FILE
@@ -114,4 +115,11 @@ stack_stop() {
   done
   STACK_PIDS=()
   [[ -n "${STACK_DIR:-}" && -d "$STACK_DIR/pg" ]] && "$STACK_ROOT/tools/pg" stop "$STACK_DIR/pg" >/dev/null 2>&1 || true
+}
+
+# stack_stop, then delete the PostgreSQL cluster's files (tests with a throw-away DIR use this, so
+# no cluster is left behind under /var/tmp).
+stack_destroy() {
+  stack_stop
+  [[ -n "${STACK_DIR:-}" && -d "$STACK_DIR/pg" ]] && "$STACK_ROOT/tools/pg" destroy "$STACK_DIR/pg" >/dev/null 2>&1 || true
 }

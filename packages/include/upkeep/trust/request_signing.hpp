@@ -19,9 +19,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <array>
+#include <cstdint>
 #include <map>
 #include <mutex>
-#include <set>
+#include <unordered_set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -92,13 +94,25 @@ class ReplayCache {
   std::chrono::seconds window() const { return window_; }
 
  private:
+  // (appliance id, nonce) as a 128-bit SipHash under a per-cache random key: 16 bytes and one
+  // allocation per remembered request instead of two copies of a 70-byte string in two trees.
+  // A false "replayed" needs a 128-bit collision of a keyed hash: not a practical event.
+  struct Key {
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const { return static_cast<std::size_t>(k.lo); }
+  };
+  Key KeyOf(std::string_view appliance_id, std::string_view nonce) const;
   void EvictLocked(SysTime now);
 
   const std::size_t max_entries_;
   const std::chrono::seconds window_;
+  std::array<std::uint8_t, 16> hash_key_{};
   mutable std::mutex mu_;
-  std::map<std::string, SysTime, std::less<>> entries_;  // key -> forget_at
-  std::set<std::pair<SysTime, std::string>> by_expiry_;  // eviction order
+  std::unordered_set<Key, KeyHash> entries_;
+  std::map<SysTime, std::vector<Key>> by_expiry_;  // one bucket per second of forget_at
 };
 
 class RequestVerifier {
