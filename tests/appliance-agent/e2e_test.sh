@@ -51,6 +51,22 @@ grep -q "base 2.0.0" check.out || fail "the plan does not name base 2.0.0"
 grep -q "software 8.0.0" check.out || fail "the plan does not name software 8.0.0"
 agent "$a" settings poll_interval_seconds 60 >/dev/null || fail "settings"
 
+step "a full disk: the install is refused with how much space is missing, and nothing changes"
+mkdir -p "$a/state/downloads"
+if mount -t tmpfs -o size=64k upkeep-full "$a/state/downloads" 2>/dev/null; then
+  code=0
+  agent "$a" install --force >full.out 2>&1 || code=$?
+  umount "$a/state/downloads"
+  [[ $code -ne 0 ]] || fail "an install went ahead on a full disk: $(cat full.out)"
+  grep -q "not enough space on .* MiB missing" full.out || fail "the refusal does not say how much is missing: $(cat full.out)"
+  agent "$a" status --json >status0.json
+  [[ "$(jq -r .installed.base.version status0.json)" == 1.0.0 && "$(jq -r .operation status0.json)" == null ]] ||
+    fail "a refused install changed the appliance: $(jq -c '{installed, operation}' status0.json)"
+  echo "refused: $(tail -n 1 full.out)"
+else
+  echo "SKIP (this step only): mounting a small tmpfs is not permitted here"
+fi
+
 step "the agent daemon walks the path; 8.0.0's health check fails once and is rolled back"
 touch "$a"/fail-once-software-8.0.0
 "$bin/appliance-agent" --config "$a/agent.json" run >agent.log 2>agent.err &
