@@ -413,7 +413,8 @@ Expected<InstallResult> Agent::InstallNext(bool force) {
   auto it = installed_now.find(op.step.name);
   const bool ok = it != installed_now.end() && it->second == op.step.version;
   result.outcome = ok ? InstallOutcome::kInstalled : InstallOutcome::kFailedRolledBack;
-  result.message = ok ? op.Label() + " installed" : op.Label() + " failed its health check and was rolled back";
+  result.message = ok ? op.Label() + " installed"
+                      : op.Label() + " failed and was undone (see `appliance-agent history`)";
   return result;
 }
 
