@@ -13,6 +13,8 @@
 #include "upkeep/common/files.hpp"
 #include "upkeep/common/hash.hpp"
 #include "upkeep/common/json.hpp"
+#include "upkeep/common/bytes.hpp"
+#include "upkeep/common/text.hpp"
 
 namespace upkeep::agent {
 
@@ -129,21 +131,6 @@ Expected<std::uint64_t> HashPart(const std::filesystem::path& part, Hasher& hash
   return total;
 }
 
-bool IsLowerHex64(std::string_view s) {
-  return s.size() == 64 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-std::optional<std::uint64_t> ParseU64(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return v;
-}
-
 class Part {
  public:
   ~Part() { Close(); }
@@ -175,7 +162,7 @@ Expected<std::filesystem::path> Download(HttpClient& http, const DownloadRequest
                                          DownloadStats* stats_out) {
   DownloadStats stats;
   if (stats_out != nullptr) *stats_out = stats;
-  if (!IsLowerHex64(r.sha256_hex)) {
+  if (!IsLowerHex(r.sha256_hex, 64)) {
     return Error(Errc::kInvalidArgument, "download " + r.url + ": sha256 must be 64 lower-case hex");
   }
   if (r.length == 0) return Error(Errc::kInvalidArgument, "download " + r.url + ": length must be positive");
@@ -266,9 +253,9 @@ Expected<std::filesystem::path> Download(HttpClient& http, const DownloadRequest
         const std::size_t dash = v.find('-');
         const std::size_t slash = v.find('/');
         if (dash != std::string_view::npos && slash != std::string_view::npos && dash < slash) {
-          auto first = ParseU64(v.substr(0, dash));
-          auto last = ParseU64(v.substr(dash + 1, slash - dash - 1));
-          auto total = ParseU64(v.substr(slash + 1));
+          auto first = ParseDecimalU64(v.substr(0, dash));
+          auto last = ParseDecimalU64(v.substr(dash + 1, slash - dash - 1));
+          auto total = ParseDecimalU64(v.substr(slash + 1));
           good = first && last && *first == have && *last >= *first && (!total || *total == r.length) &&
                  *last < r.length;
         }
@@ -301,7 +288,7 @@ Expected<std::filesystem::path> Download(HttpClient& http, const DownloadRequest
       if (r.progress) r.progress(0, r.length);
     }
     if (auto cl = head.Header("Content-Length")) {
-      auto n = ParseU64(*cl);
+      auto n = ParseDecimalU64(*cl);
       if (n && *n > r.length - have) {
         verification_failure = true;
         return Error(Errc::kVerification, what + ": server offers " + *cl + " bytes, expected " +

@@ -2,6 +2,7 @@
 // asio client reads a response ahead into memory without back-pressure: neither a byte cap nor a
 // bandwidth limit would hold on the wire. Here the caller's sink runs between socket reads.
 #include "upkeep/agent/http_client.hpp"
+#include "upkeep/common/text.hpp"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -271,20 +272,6 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 std::optional<std::uint64_t> ParseUint(std::string_view s, int base = 10) {
   if (s.empty() || s.size() > 18) return std::nullopt;
   std::uint64_t v = 0;
@@ -377,10 +364,10 @@ class Client final : public HttpClient {
     const auto te = response.Header("Transfer-Encoding");
     const auto cl = response.Header("Content-Length");
     if (te) {
-      if (!IEquals(Trim(*te), "chunked")) return Error(Errc::kIo, what + ": unsupported Transfer-Encoding '" + *te + "'");
+      if (!EqualsIgnoreCase(TrimSpaceTab(*te), "chunked")) return Error(Errc::kIo, what + ": unsupported Transfer-Encoding '" + *te + "'");
       UPK_TRY(ReadChunked(reader, what, deliver));
     } else if (cl) {
-      auto length = ParseUint(Trim(*cl));
+      auto length = ParseUint(TrimSpaceTab(*cl));
       if (!length) return Error(Errc::kIo, what + ": bad Content-Length '" + *cl + "'");
       if (*length > cap && refuse_long) {
         return Error(Errc::kLimit, what + ": Content-Length " + std::to_string(*length) + " is more than the limit of " +
@@ -451,7 +438,7 @@ class Client final : public HttpClient {
       pos = eol + 2;
       const std::size_t colon = line.find(':');
       if (colon == std::string_view::npos || colon == 0) return Error(Errc::kIo, what + ": malformed header line");
-      response.headers.emplace_back(std::string(line.substr(0, colon)), std::string(Trim(line.substr(colon + 1))));
+      response.headers.emplace_back(std::string(line.substr(0, colon)), std::string(TrimSpaceTab(line.substr(colon + 1))));
       if (response.headers.size() > 200) return Error(Errc::kLimit, what + ": more than 200 response headers");
     }
     return OkStatus();
@@ -476,7 +463,7 @@ class Client final : public HttpClient {
     std::string line;
     for (;;) {
       UPK_TRY(read_line(line));
-      std::string_view size_text = Trim(std::string_view(line).substr(0, line.find(';')));
+      std::string_view size_text = TrimSpaceTab(std::string_view(line).substr(0, line.find(';')));
       auto size = ParseUint(size_text, 16);
       if (!size) return Error(Errc::kIo, what + ": bad chunk size");
       if (*size == 0) {

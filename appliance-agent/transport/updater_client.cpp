@@ -5,6 +5,7 @@
 #include <set>
 
 #include "upkeep/trust/request_signing.hpp"
+#include "upkeep/common/bytes.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -15,10 +16,6 @@ constexpr std::size_t kMaxDetailBytes = 16 * 1024;
 constexpr std::size_t kMaxLogTail = 64 * 1024;
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
-bool IsLowerHex(std::string_view s, std::size_t n) {
-  return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
 
 class Api final : public UpdaterApi {
  public:

@@ -24,6 +24,13 @@ static int HexValue(char c) {
   return -1;
 }
 
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 Expected<Bytes> FromHex(std::string_view hex) {
   if (hex.size() % 2 != 0) return Error(Errc::kParse, "hex string has odd length");
   Bytes out(hex.size() / 2);

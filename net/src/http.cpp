@@ -25,30 +25,11 @@ constexpr bool IsTokenChar(unsigned char c) {
 
 constexpr bool IsFieldValueChar(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
-constexpr unsigned char Lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? c | 0x20 : c; }
-
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-std::string_view TrimOws(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Digits only, no sign, no overflow.
-std::optional<std::uint64_t> ParseDecimal(std::string_view s) {
-  if (s.empty() || s.size() > 19) return std::nullopt;
-  std::uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return v;
 }
 
 std::string Printable(std::string_view s) {
@@ -135,18 +116,10 @@ std::string_view StatusReason(int status) {
   }
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (Lower(static_cast<unsigned char>(a[i])) != Lower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
 bool HasToken(std::string_view list, std::string_view token) {
   while (!list.empty()) {
     std::size_t comma = list.find(',');
-    std::string_view item = TrimOws(list.substr(0, comma));
+    std::string_view item = TrimSpaceTab(list.substr(0, comma));
     if (EqualsIgnoreCase(item, token)) return true;
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
@@ -239,9 +212,9 @@ Expected<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::strin
 
 RangeResult ParseByteRange(std::string_view header, std::uint64_t size) {
   RangeResult ignore;
-  header = TrimOws(header);
+  header = TrimSpaceTab(header);
   if (header.size() < 6 || !EqualsIgnoreCase(header.substr(0, 6), "bytes=")) return ignore;
-  std::string_view spec = TrimOws(header.substr(6));
+  std::string_view spec = TrimSpaceTab(header.substr(6));
   if (spec.find(',') != std::string_view::npos) return ignore;  // several ranges: whole file instead
   std::size_t dash = spec.find('-');
   if (dash == std::string_view::npos) return ignore;
@@ -252,18 +225,18 @@ RangeResult ParseByteRange(std::string_view header, std::uint64_t size) {
   RangeResult ok;
   ok.kind = RangeResult::Kind::kSatisfiable;
   if (first_s.empty()) {
-    auto n = ParseDecimal(last_s);
+    auto n = ParseDecimalU64(last_s);
     if (!n) return ignore;
     if (*n == 0 || size == 0) return unsatisfiable;
     ok.range.first = size > *n ? size - *n : 0;
     ok.range.last = size - 1;
     return ok;
   }
-  auto first = ParseDecimal(first_s);
+  auto first = ParseDecimalU64(first_s);
   if (!first) return ignore;
   std::uint64_t last = size == 0 ? 0 : size - 1;
   if (!last_s.empty()) {
-    auto l = ParseDecimal(last_s);
+    auto l = ParseDecimalU64(last_s);
     if (!l || *l < *first) return ignore;
     if (*l < last) last = *l;
   }
@@ -369,7 +342,7 @@ HeadResult ParseRequestHead(std::string_view data, const ParseLimits& limits, Re
         return Fail(400, "malformed header name '" + Printable(name) + "'");
       }
     }
-    std::string_view value = TrimOws(field.substr(colon + 1));
+    std::string_view value = TrimSpaceTab(field.substr(colon + 1));
     for (char c : value) {
       if (!IsFieldValueChar(static_cast<unsigned char>(c))) {
         return Fail(400, "control character in header '" + Printable(name) + "'");
@@ -381,7 +354,7 @@ HeadResult ParseRequestHead(std::string_view data, const ParseLimits& limits, Re
     out.headers_.emplace_back(span(name), span(value));
 
     if (EqualsIgnoreCase(name, "content-length")) {
-      auto n = ParseDecimal(value);
+      auto n = ParseDecimalU64(value);
       if (!n) return Fail(400, "bad Content-Length '" + Printable(value) + "'");
       if (have_length) return Fail(400, "more than one Content-Length");
       have_length = true;

@@ -1,4 +1,5 @@
 #include "encoding.hpp"
+#include "upkeep/common/bytes.hpp"
 
 #include <sodium.h>
 
@@ -60,12 +61,6 @@ std::uint32_t GetU32(const std::uint8_t* p) {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
 }
 
-bool IsSha256Hex(std::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
+bool IsSha256Hex(std::string_view s) { return IsLowerHex(s, 64); }
 
 }  // namespace upkeep::trust::internal

@@ -5,19 +5,13 @@
 #include "encoding.hpp"
 
 #include "upkeep/common/hash.hpp"
+#include "upkeep/common/bytes.hpp"
 
 namespace upkeep::trust {
 namespace {
 
 constexpr std::size_t kNonceBytes = 16;
 constexpr std::size_t kSignatureHexChars = 128;
-
-bool IsLowerHex(std::string_view s) {
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
 
 Error Refuse(RequestCheck check, RequestCheck* failed, Errc code, std::string message) {
   if (failed) *failed = check;

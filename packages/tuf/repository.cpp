@@ -471,10 +471,7 @@ Expected<TargetInfo> TargetInfo::FromJson(const std::string& path, const Json& j
     UPK_TRY_ASSIGN(const Json* hashes, GetObject(json, "hashes"));
     UPK_TRY_ASSIGN(t.sha256, GetString(*hashes, "sha256"));
     UPK_TRY_ASSIGN(t.sha512, GetString(*hashes, "sha512"));
-    auto hex = [](const std::string& s, std::size_t n) {
-      return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-    };
-    if (!hex(t.sha256, 64) || !hex(t.sha512, 128)) return Error(Errc::kParse, "hashes are not lower-case sha256/sha512 hex");
+    if (!IsLowerHex(t.sha256, 64) || !IsLowerHex(t.sha512, 128)) return Error(Errc::kParse, "hashes are not lower-case sha256/sha512 hex");
     if (json.contains("custom")) t.custom = json["custom"];
     return t;
   }();

@@ -19,6 +19,10 @@ inline std::string ToHex(std::string_view data) {
 }
 // Lower- or upper-case hex, even length; anything else is a kParse error.
 Expected<Bytes> FromHex(std::string_view hex);
+// True when every character is 0-9 or a-f (the form digests, ids and nonces take on the wire).
+// With `length`, the size must be exactly that too.
+bool IsLowerHex(std::string_view s);
+inline bool IsLowerHex(std::string_view s, std::size_t length) { return s.size() == length && IsLowerHex(s); }
 
 // RFC 4648 base64 with padding (the standard alphabet), through libsodium. Decoding is strict:
 // no spaces, no missing padding, nothing after the value; over `max_bytes` decoded is kLimit

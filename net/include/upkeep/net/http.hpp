@@ -24,6 +24,7 @@
 
 #include "upkeep/common/error.hpp"
 #include "upkeep/common/json.hpp"
+#include "upkeep/common/text.hpp"
 
 namespace upkeep::net {
 
@@ -37,8 +38,8 @@ std::optional<Method> ParseMethod(std::string_view token);
 // "Not Found" for 404; "Unknown" for codes without a standard phrase.
 std::string_view StatusReason(int status);
 
-// ASCII case-insensitive equality, as HTTP field names compare.
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality, as HTTP field names compare (common/text.hpp).
+using ::upkeep::EqualsIgnoreCase;
 
 // True when a comma-separated header value (e.g. Connection) holds `token` case-insensitively.
 bool HasToken(std::string_view list, std::string_view token);
