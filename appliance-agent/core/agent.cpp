@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "agent_internal.hpp"
 #include "crash_points.hpp"
 #include "upkeep/agent/install_spec.hpp"
 #include "upkeep/agent/timing.hpp"
@@ -10,21 +11,12 @@
 #include "upkeep/common/hash.hpp"
 #include "upkeep/packages/package.hpp"
 #include "upkeep/trust/content_key.hpp"
+#include "upkeep/trust/install_report.hpp"
 #include "upkeep/trust/payload.hpp"
 #include "upkeep/tuf/updater.hpp"
 
 namespace upkeep::agent {
-namespace {
-
-using packages::Version;
-
-constexpr const char* kJournal = "journal";
-constexpr const char* kOutbox = "outbox";
-constexpr std::size_t kJournalKeep = 2000;    // records kept after a compaction
-constexpr std::size_t kOutboxBatch = 100;     // the events API takes at most 100 at once
-constexpr int kMaxInterruptedAttempts = 3;    // then an interrupted release counts as failed
-
-std::string FailedKey(const std::string& name, const std::string& version) { return name + " " + version; }
+namespace internal {
 
 Json StateJson(const trust::InstalledSet& installed) {
   Json j = Json::object();
@@ -37,13 +29,12 @@ Expected<trust::InstalledSet> StateFromJson(const Json& j) {
   if (!j.is_object()) return Error(Errc::kParse, "installed state: not an object");
   for (const auto& [name, v] : j.items()) {
     if (!v.is_string()) return Error(Errc::kParse, "installed state: " + name + ": not a version string");
-    UPK_TRY_ASSIGN(Version version, Version::Parse(v.get<std::string>()));
+    UPK_TRY_ASSIGN(packages::Version version, packages::Version::Parse(v.get<std::string>()));
     out.emplace(name, version);
   }
   return out;
 }
 
-// The TUF client of this appliance: trusted metadata under STATE/tuf, the updater's /repo/.
 tuf::UpdaterOptions TufOptions(const AgentConfig& config) {
   tuf::UpdaterOptions o;
   o.metadata_dir = config.TufDir();
@@ -52,6 +43,19 @@ tuf::UpdaterOptions TufOptions(const AgentConfig& config) {
   o.target_base_url = config.updater_url + "/repo/targets";
   return o;
 }
+
+}  // namespace internal
+
+namespace {
+
+using packages::Version;
+using namespace internal;
+
+constexpr std::size_t kJournalKeep = 2000;    // records kept after a compaction
+constexpr std::size_t kOutboxBatch = 100;     // the events API takes at most 100 at once
+constexpr int kMaxInterruptedAttempts = 3;    // then an interrupted release counts as failed
+
+std::string FailedKey(const std::string& name, const std::string& version) { return name + " " + version; }
 
 // The consistent-snapshot file name the updater serves a target under: DIR/SHA256.NAME.
 std::string HashedTargetPath(const std::string& target_path, const std::string& sha256) {
@@ -199,7 +203,15 @@ Expected<std::size_t> Agent::FlushOutbox() {
     acknowledged += records.size();
     UPK_TRY(d_.store->Put("outbox_sent", Json{{"next_seq", next}}));
   }
-  if (next > d_.store->FirstSeq(kOutbox)) UPK_TRY(d_.store->Compact(kOutbox, next));
+  // The events since the last import stay (at most kMaxReportEvents): its installation report
+  // lists them even when they were sent online meanwhile.
+  std::uint64_t keep_from = next;
+  if (auto li = d_.store->Get("last_import")) {
+    const std::uint64_t since = li->value("outbox_seq", next);
+    const std::uint64_t floor = next > trust::kMaxReportEvents ? next - trust::kMaxReportEvents : 1;
+    keep_from = std::min(next, std::max(since, floor));
+  }
+  if (keep_from > d_.store->FirstSeq(kOutbox)) UPK_TRY(d_.store->Compact(kOutbox, keep_from));
   return acknowledged;
 }
 
@@ -423,8 +435,24 @@ Status Agent::RunOperation(Operation& op) {
   const std::string label = op.Label();
   const Settings settings = CurrentSettings();
 
-  // 1. What the repository says about this target must be what the director said.
-  tuf::Updater tuf(TufOptions(*d_.config), *d_.tuf_fetcher, *d_.clock);
+  // 1. What the repository says about this target must be what the director said. A bundle's
+  // assignment is checked against the bundle's metadata, kept under STATE/bundle-metadata, with
+  // the reference time fixed at the assignment's issue time (no network; docs/airgap.md).
+  const bool from_bundle = AssignmentFromBundle();
+  tuf::Fetcher* tuf_fetcher = d_.tuf_fetcher;
+  const Clock* tuf_clock = d_.clock;
+  std::unique_ptr<tuf::Fetcher> offline_fetcher;
+  std::optional<FakeClock> fixed_clock;
+  if (from_bundle) {
+    const Json doc = d_.store->Get("assignment").value_or(Json::object());
+    auto at = ParseTimestamp(doc.value("tuf_time", ""));
+    if (!at.ok()) return at.error().Wrap("kept assignment: tuf_time");
+    fixed_clock.emplace(*at);
+    tuf_clock = &*fixed_clock;
+    offline_fetcher = MakeDirFetcher(BundleMetadataDir(*d_.config));
+    tuf_fetcher = offline_fetcher.get();
+  }
+  tuf::Updater tuf(TufOptions(*d_.config), *tuf_fetcher, *tuf_clock);
   UPK_TRY_ASSIGN(auto target, tuf.GetTargetInfo(step.target_path));
   if (!target) return Error(Errc::kVerification, label + ": the TUF targets do not list " + step.target_path);
   auto sha = target->hashes.find("sha256");
@@ -439,7 +467,14 @@ Status Agent::RunOperation(Operation& op) {
   // 2. Download (resumable) into the download area.
   UPK_TRY(d_.fs->CreateDirectories(d_.config->DownloadDir(), 0700));
   const auto blob = d_.config->DownloadDir() / (step.sha256 + ".blob");
-  UPK_TRY(CheckFreeSpace(d_.config->DownloadDir(), step.length, label + " (download)"));
+  // An imported blob is used as it is (OpenEncryptedPackage below checks length and SHA-256).
+  const auto blob_size = d_.fs->FileSize(blob);
+  const bool present = from_bundle && blob_size.ok() && *blob_size == step.length;
+  if (from_bundle && !present) {
+    return Error(Errc::kNotFound, label + ": its package is not in " + d_.config->DownloadDir().string() +
+                                      " (import the bundle again; an imported assignment never downloads)");
+  }
+  if (!present) UPK_TRY(CheckFreeSpace(d_.config->DownloadDir(), step.length, label + " (download)"));
   DownloadRequest req;
   req.url = d_.config->updater_url + "/repo/targets/" + HashedTargetPath(step.target_path, step.sha256);
   req.dest = blob;
@@ -456,9 +491,13 @@ Status Agent::RunOperation(Operation& op) {
     inner(done, total);
     if (total && done * 2 >= total) CrashPoint("mid-download");
   };
-  auto fetched = Download(*d_.http, req, *d_.clock, *d_.sleeper);
-  if (!fetched.ok()) return fetched.error().Wrap(label + ": download");
-  (void)Report(op, "download", Json{{"bytes", step.length}});
+  if (present) {
+    (void)Report(op, "download", Json{{"bytes", step.length}, {"source", "bundle"}});
+  } else {
+    auto fetched = Download(*d_.http, req, *d_.clock, *d_.sleeper);
+    if (!fetched.ok()) return fetched.error().Wrap(label + ": download");
+    (void)Report(op, "download", Json{{"bytes", step.length}});
+  }
   CrashPoint("after-download");
 
   // 3. Open: decrypt with this appliance's key, check the manifest's signature and identity.

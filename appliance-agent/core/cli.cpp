@@ -22,6 +22,8 @@
 #include "upkeep/agent/timing.hpp"
 #include "upkeep/common/cli_parse.hpp"
 #include "upkeep/common/files.hpp"
+#include "upkeep/common/qr.hpp"
+#include "upkeep/packages/source.hpp"
 #include "upkeep/tuf/metadata.hpp"
 
 namespace upkeep::agent {
@@ -60,14 +62,13 @@ struct Runtime {
   std::unique_ptr<Agent> agent;
 };
 
-Expected<AgentConfig> LoadConfig(const Ctx& ctx) {
-  std::string path = ctx.config_path;
-  if (path.empty()) {
-    const char* env = std::getenv("UPKEEP_AGENT_CONFIG");
-    path = env && *env ? env : kDefaultConfig;
-  }
-  return AgentConfig::Load(path);
+std::string LoadConfigPath(const Ctx& ctx) {
+  if (!ctx.config_path.empty()) return ctx.config_path;
+  const char* env = std::getenv("UPKEEP_AGENT_CONFIG");
+  return env && *env ? env : kDefaultConfig;
 }
+
+Expected<AgentConfig> LoadConfig(const Ctx& ctx) { return AgentConfig::Load(LoadConfigPath(ctx)); }
 
 Expected<std::unique_ptr<Runtime>> OpenRuntime(const Ctx& ctx, std::function<void(const std::string&)> log) {
   auto rt = std::make_unique<Runtime>();
@@ -234,6 +235,10 @@ int RunStatus(const Ctx& ctx) {
                  {"operation", (*store)->Get("operation").value_or(Json(nullptr))},
                  {"pending_reports", agent.PendingReports()},
                  {"settings", agent.CurrentSettings().ToJson()}};
+  if (auto a = (*store)->Get("assignment"); a && a->value("source", "") == "bundle") {
+    status["assignment_source"] =
+        "bundle " + a->value("bundle_id", "") + " (imported " + a->value("received_at", "") + ")";
+  }
   status["plan"] = plan.ok() ? PlanJson(*plan) : Json::array();
   if (!plan.ok()) status["plan_error"] = plan.error().message();
   if (ctx.json) {
@@ -260,7 +265,8 @@ int RunStatus(const Ctx& ctx) {
   } else {
     o << "last check     " << last.value("at", "") << " FAILED: " << last.value("error", "") << "\n";
   }
-  o << "plan\n";
+  const std::string source = status.value("assignment_source", "");
+  o << "plan" << (source.empty() ? "" : " (from " + source + ")") << "\n";
   if (!plan.ok()) o << "  (" << plan.error().message() << ")\n";
   if (plan.ok() && plan->empty()) o << "  up to date\n";
   if (plan.ok()) {
@@ -371,6 +377,8 @@ int RunInstall(const Ctx& ctx, bool force, bool retry, bool all) {
     if (!r.ok()) return ctx.Fail(r.error());
     rc = PrintInstall(ctx, *r);
     if (!all || r->outcome != InstallOutcome::kInstalled) break;
+    // An imported bundle's assignment covers the whole walk, offline: no check-in between steps.
+    if (agent.AssignmentFromBundle()) continue;
     // The next step is bound to the new state: ask the director again.
     if (auto c = agent.Check(); !c.ok()) return ctx.Fail(c.error());
   }
@@ -455,6 +463,8 @@ SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, 
   };
   bool ok = true;
   if (check_now || now >= next_check) ok = checked();
+  // An air-gapped appliance installs what an imported bundle assigned even when it cannot check in.
+  ok = ok || agent.AssignmentFromBundle();
   const Settings settings = agent.CurrentSettings();
   for (int i = 0; ok && settings.auto_install && i < 1000 && stop->empty(); ++i) {
     auto r = agent.InstallNext(false);
@@ -469,7 +479,7 @@ SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, 
       wake = std::min(wake, r->not_before);
       break;
     }
-    ok = checked();  // the next step is bound to the new state
+    if (!agent.AssignmentFromBundle()) ok = checked();  // the next step is bound to the new state
   }
   if (agent.PendingReports() > 0) {
     if (auto f = agent.FlushOutbox(); !f.ok()) {
@@ -520,6 +530,143 @@ int RunDaemon(const Ctx& ctx, bool once) {
   std::error_code ec;
   std::filesystem::remove(pid_file, ec);
   *ctx.out << Now() << " appliance-agent stopped" << std::endl;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// download-key, import, report (air-gapped updates)
+
+int RunDownloadKey(const Ctx& ctx, int valid_hours, bool no_qr) {
+  auto rt = OpenRuntime(ctx, {});
+  if (!rt.ok()) return ctx.Fail(rt.error());
+  auto key = (*rt)->agent->MakeDownloadKey(std::chrono::hours(valid_hours));
+  if (!key.ok()) return ctx.Fail(key.error());
+  if (ctx.json) {
+    *ctx.out << Json{{"download_key", key->text}, {"appliance_id", key->appliance_id},
+                     {"issued", FormatTimestamp(key->issued)}, {"expires", FormatTimestamp(key->expires)},
+                     {"nonce", key->nonce_hex}}.dump(2) << "\n";
+    return 0;
+  }
+  *ctx.out << "Download key for appliance " << key->appliance_id << " (valid until " << FormatTimestamp(key->expires)
+           << "):\n\n" << key->text << "\n\n";
+  if (!no_qr) {
+    std::string compact;  // QR alphanumeric mode has no line breaks; the decoder ignores them anyway
+    for (char c : key->text) {
+      if (c != '\n' && c != '\r' && c != ' ') compact += c;
+    }
+    auto qr = EncodeQr(compact);
+    if (qr.ok()) {
+      *ctx.out << QrToTerminal(*qr) << "\n";
+    } else {
+      *ctx.out << "(no QR code: " << qr.error().message() << ")\n";
+    }
+  }
+  *ctx.out << "Paste it (or scan it) into the download portal, and import the bundle it gives with\n"
+           << "`appliance-agent import FILE.upkb` before " << FormatTimestamp(key->expires) << ".\n";
+  return 0;
+}
+
+// Writes the signed report to `wanted`, or into STATE/reports/ when that directory is not writable
+// (a write-protected USB stick). Returns where it went.
+Expected<std::filesystem::path> WriteReport(const AgentConfig& config, const std::filesystem::path& wanted,
+                                            const std::string& text, bool* moved) {
+  *moved = false;
+  const auto dir = wanted.has_parent_path() ? wanted.parent_path() : std::filesystem::path(".");
+  if (::access(dir.c_str(), W_OK) == 0) {
+    if (auto s = WriteFileAtomic(wanted, text + "\n", 0644); s.ok()) return wanted;
+  }
+  const auto fallback_dir = config.state_dir / "reports";
+  UPK_TRY(RealFs::Instance().CreateDirectories(fallback_dir, 0700));
+  const auto fallback = fallback_dir / wanted.filename();
+  UPK_TRY(WriteFileAtomic(fallback, text + "\n", 0644));
+  *moved = true;
+  return fallback;
+}
+
+struct ImportArgs {
+  std::string file, report;
+  bool no_install = false, force = false, retry = false;
+};
+
+int RunImport(const Ctx& ctx, const ImportArgs& a) {
+  auto rt = OpenRuntime(ctx, LogTo(*ctx.err));
+  if (!rt.ok()) return ctx.Fail(rt.error());
+  Agent& agent = *(*rt)->agent;
+  if (auto s = agent.Recover(); !s.ok()) return ctx.Fail(s.error());
+  auto source = packages::OpenFileSource(a.file);
+  if (!source.ok()) return ctx.Fail(source.error().Wrap("bundle"));
+  ImportOptions o;
+  o.install = !a.no_install;
+  o.force = a.force;
+  o.retry = a.retry;
+  int last_pct = -1;
+  o.progress = [&](std::uint64_t done, std::uint64_t total) {
+    const int pct = total ? static_cast<int>(std::min<std::uint64_t>(done, total) * 100 / total) : 100;
+    if (pct / 10 != last_pct / 10 && !ctx.json) *ctx.err << "reading bundle: " << pct << "%" << std::endl;
+    last_pct = pct;
+  };
+  auto r = agent.ImportBundle(**source, o);
+  if (!r.ok()) return ctx.Fail(r.error());
+  int rc = 0;
+  Json installs = Json::array();
+  if (!ctx.json) {
+    *ctx.out << "bundle " << r->bundle_id << " verified and kept (" << r->steps.size() << " step(s))\n";
+    if (r->up_to_date) *ctx.out << "up to date: the bundle names nothing newer than what is installed\n";
+    if (a.no_install && !r->up_to_date) *ctx.out << "not installed yet: run `appliance-agent install --all`\n";
+  }
+  for (const auto& i : r->installs) {
+    if (ctx.json) {
+      installs.push_back({{"name", i.name}, {"version", i.version}, {"message", i.message}});
+    } else {
+      *ctx.out << i.message << "\n";
+    }
+    if (i.outcome == InstallOutcome::kFailedRolledBack) rc = 1;
+  }
+  if (r->install_error) {
+    *ctx.err << "appliance-agent: error: install: " << r->install_error->message() << "\n";
+    rc = r->install_error->ExitCode();
+  }
+  // The signed report goes next to the bundle, for the portal.
+  auto report = agent.LastImportReport();
+  if (!report.ok()) return ctx.Fail(report.error());
+  const std::filesystem::path wanted =
+      a.report.empty() ? std::filesystem::path(a.file + ".report.json") : std::filesystem::path(a.report);
+  bool moved = false;
+  auto written = WriteReport((*rt)->config, wanted, *report, &moved);
+  if (!written.ok()) return ctx.Fail(written.error().Wrap("installation report"));
+  if (auto last = (*rt)->store->Get("last_import")) {
+    (*last)["report_path"] = written->string();
+    (void)(*rt)->store->Put("last_import", *last);
+  }
+  if (ctx.json) {
+    *ctx.out << Json{{"bundle_id", r->bundle_id}, {"up_to_date", r->up_to_date}, {"installs", installs},
+                     {"report", written->string()}}.dump(2) << "\n";
+  } else if (moved) {
+    *ctx.out << "installation report written to " << written->string() << " (" << wanted.parent_path().string()
+             << " is not writable): upload it to the portal\n";
+  } else {
+    *ctx.out << "installation report written to " << written->string() << ": upload it to the portal\n";
+  }
+  return rc;
+}
+
+int RunReport(const Ctx& ctx, const std::string& path) {
+  auto rt = OpenRuntime(ctx, {});
+  if (!rt.ok()) return ctx.Fail(rt.error());
+  auto report = (*rt)->agent->LastImportReport();
+  if (!report.ok()) return ctx.Fail(report.error());
+  std::filesystem::path wanted = path;
+  if (wanted.empty()) {
+    const Json last = (*rt)->store->Get("last_import").value_or(Json::object());
+    const std::string kept = last.value("report_path", "");
+    wanted = kept.empty() ? (*rt)->config.state_dir / "reports" / (last.value("bundle_id", "last") + ".report.json")
+                          : std::filesystem::path(kept);
+  }
+  bool moved = false;
+  auto written = WriteReport((*rt)->config, wanted, *report, &moved);
+  if (!written.ok()) return ctx.Fail(written.error().Wrap("installation report"));
+  *ctx.out << "installation report written to " << written->string()
+           << (moved ? " (" + wanted.parent_path().string() + " is not writable)" : std::string()) << "\n";
   return 0;
 }
 
@@ -659,7 +806,7 @@ int RunSettings(const Ctx& ctx, const std::string& key, const std::optional<std:
 
 }  // namespace
 
-int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra) {
   CLI::App app{"appliance-agent: keeps this appliance up to date, safely (docs/agent.md)", "appliance-agent"};
   app.set_version_flag("--version", kAgentVersion);
   app.require_subcommand(1);
@@ -718,6 +865,28 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   rollback->add_option("NAME", *rname, "Package name")->required();
   OnRun(rollback, ctx, [&ctx, rname] { return RunRollback(ctx, *rname); });
 
+  auto* dkey = app.add_subcommand("download-key", "Make a download key for the air-gapped download portal");
+  auto dk_hours = std::make_shared<int>(72);
+  auto dk_noqr = std::make_shared<bool>(false);
+  dkey->add_option("--valid-hours", *dk_hours, "How long the key (and its bundle) may be used (default 72)")
+      ->check(CLI::Range(1, 90 * 24));
+  dkey->add_flag("--no-qr", *dk_noqr, "Do not print the QR code");
+  OnRun(dkey, ctx, [&ctx, dk_hours, dk_noqr] { return RunDownloadKey(ctx, *dk_hours, *dk_noqr); });
+
+  auto* import = app.add_subcommand("import", "Verify and install an update bundle (.upkb) from the download portal");
+  auto ima = std::make_shared<ImportArgs>();
+  import->add_option("FILE", ima->file, "The .upkb bundle")->required();
+  import->add_flag("--no-install", ima->no_install, "Verify and keep it only; `install --all` installs later");
+  import->add_flag("--force", ima->force, "Ignore maintenance windows and settle times");
+  import->add_flag("--retry", ima->retry, "Try releases again whose install failed before");
+  import->add_option("--report", ima->report, "Where to write the signed installation report (default FILE.report.json)");
+  OnRun(import, ctx, [&ctx, ima] { return RunImport(ctx, *ima); });
+
+  auto* rep = app.add_subcommand("report", "Write the installation report of the last import again");
+  auto rep_path = std::make_shared<std::string>();
+  rep->add_option("PATH", *rep_path, "File to write (default: where the import wrote it)");
+  OnRun(rep, ctx, [&ctx, rep_path] { return RunReport(ctx, *rep_path); });
+
   auto* backup = app.add_subcommand("backup", "Configuration backups");
   backup->require_subcommand(1);
   auto ba = std::make_shared<BackupArgs>();
@@ -751,6 +920,15 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
     for (const auto& p : CrashPointNames()) *ctx.out << p << "\n";
     return 0;
   });
+
+  // Commands from libraries above this one (cluster/): they parse their own arguments.
+  for (const auto& [name, command] : extra) {
+    auto* sub = app.add_subcommand(name, command.description);
+    sub->prefix_command();
+    OnRun(sub, ctx, [&ctx, sub, run = command.run] {
+      return run(LoadConfigPath(ctx), sub->remaining(), *ctx.out, *ctx.err);
+    });
+  }
 
   if (auto rc = ParseCommandLine(app, argc, argv, out, err)) return *rc;
   return ctx.run ? ctx.run() : 2;

@@ -16,8 +16,9 @@ void EnsureSodium() {
   });
 }
 
-std::string Base32Lower(std::span<const std::uint8_t> data) {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+namespace {
+
+std::string Base32With(std::span<const std::uint8_t> data, const char* kAlphabet) {
   std::string out;
   out.reserve((data.size() * 8 + 4) / 5);
   std::uint32_t buffer = 0;
@@ -31,6 +32,49 @@ std::string Base32Lower(std::span<const std::uint8_t> data) {
     }
   }
   if (bits > 0) out.push_back(kAlphabet[(buffer << (5 - bits)) & 31u]);
+  return out;
+}
+
+}  // namespace
+
+std::string Base32Lower(std::span<const std::uint8_t> data) {
+  return Base32With(data, "abcdefghijklmnopqrstuvwxyz234567");
+}
+
+std::string Base32Upper(std::span<const std::uint8_t> data) {
+  return Base32With(data, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567");
+}
+
+Expected<Bytes> Base32Decode(std::string_view text) {
+  // Lengths 1, 3 and 6 (mod 8) leave bits that no byte string encodes to.
+  const std::size_t rem = text.size() % 8;
+  if (rem == 1 || rem == 3 || rem == 6) {
+    return Error(Errc::kParse, "base32 text has an impossible length (" + std::to_string(text.size()) + ")");
+  }
+  Bytes out;
+  out.reserve(text.size() * 5 / 8);
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    std::uint32_t v;
+    if (c >= 'A' && c <= 'Z') {
+      v = static_cast<std::uint32_t>(c - 'A');
+    } else if (c >= 'a' && c <= 'z') {
+      v = static_cast<std::uint32_t>(c - 'a');
+    } else if (c >= '2' && c <= '7') {
+      v = static_cast<std::uint32_t>(c - '2') + 26;
+    } else {
+      return Error(Errc::kParse, "character " + std::to_string(i + 1) + " is not base32");
+    }
+    buffer = ((buffer << 5) | v) & 0xffffu;
+    bits += 5;
+    if (bits >= 8) {
+      out.push_back(static_cast<std::uint8_t>(buffer >> (bits - 8)));
+      bits -= 8;
+    }
+  }
+  if (bits > 0 && (buffer & ((1u << bits) - 1)) != 0) return Error(Errc::kParse, "base32 text has stray trailing bits");
   return out;
 }
 

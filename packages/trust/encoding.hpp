@@ -18,6 +18,12 @@ void EnsureSodium();
 
 // RFC 4648 base32, lower case, no padding.
 std::string Base32Lower(std::span<const std::uint8_t> data);
+// The same with the upper-case alphabet (download keys: QR alphanumeric mode).
+std::string Base32Upper(std::span<const std::uint8_t> data);
+// Decodes unpadded RFC 4648 base32 in either case. Refuses (kParse) characters outside the
+// alphabet, impossible lengths and non-zero trailing bits, so every byte string has exactly one
+// text form.
+Expected<Bytes> Base32Decode(std::string_view text);
 
 // RFC 4648 base64 with padding: the one implementation lives in common (bytes.hpp).
 using ::upkeep::Base64Decode;

@@ -13,6 +13,12 @@
 //  - Reports go to the outbox log first and are sent later, so none is lost while the updater is
 //    unreachable; event ids are derived from the operation, so a resend is a duplicate, never a
 //    second report.
+//  - Air-gapped updates (docs/agent.md, docs/airgap.md): MakeDownloadKey() makes the signed request
+//    an admin carries to the portal; ImportBundle() verifies a .upkb bundle exactly as strictly as
+//    a check-in (director signature, binding to this appliance, its installed state and a
+//    remembered, unused, unexpired download key nonce; TUF with its reference time fixed at the
+//    assignment's issue time), changes nothing unless every check passed, then installs through
+//    the same InstallNext() as online, with no network at all.
 // Not thread-safe: one thread drives an Agent.
 #pragma once
 
@@ -35,6 +41,7 @@
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/error.hpp"
 #include "upkeep/packages/keys.hpp"
+#include "upkeep/packages/source.hpp"
 #include "upkeep/trust/documents.hpp"
 #include "upkeep/trust/identity.hpp"
 #include "upkeep/tuf/fetcher.hpp"
@@ -82,6 +89,31 @@ struct InstallResult {
   SysTime not_before{};  // kNotAllowedNow: when it may start (window, settle time)
 };
 
+struct DownloadKeyResult {
+  std::string text;  // the text form (trust/download_key.hpp), line breaks included
+  std::string appliance_id;
+  SysTime issued{}, expires{};
+  std::string nonce_hex;
+};
+
+struct ImportOptions {
+  bool install = true;  // install the bundle's steps right away (like `install --all`)
+  bool force = false;   // ignore maintenance windows and settle times (never a verification rule)
+  bool retry = false;   // try releases again whose install failed before
+  // (bytes of the bundle read, its total size); may be empty.
+  std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+struct ImportResult {
+  std::string bundle_id;
+  std::vector<trust::AssignmentStep> steps;  // the bundle's assignment, in order
+  std::vector<InstallResult> installs;       // what the install loop did, one entry per InstallNext
+  bool up_to_date = false;                   // the bundle names nothing newer than what is installed
+  // Set when the bundle was verified and kept but the install loop stopped on an error (a disk
+  // full, a refused package): the import itself stands, `install --all` continues later.
+  std::optional<Error> install_error;
+};
+
 class Agent {
  public:
   explicit Agent(AgentDeps deps);
@@ -102,6 +134,25 @@ class Agent {
   // Sends queued reports; returns how many were acknowledged.
   Expected<std::size_t> FlushOutbox();
 
+  // Makes a download key for the installed state (nonce from Random) and remembers its nonce in
+  // the store document "download_keys" (at most 20; expired ones are dropped when a new one is
+  // made). kInvalidArgument for a validity outside 60 s .. 90 days.
+  Expected<DownloadKeyResult> MakeDownloadKey(std::chrono::seconds validity);
+  // Verifies and keeps a bundle read from `source` (streamed, constant memory), then
+  // (options.install) installs its steps in order exactly like `install --all`. On a refusal
+  // nothing changed: kept assignment, installed state, TUF metadata, store documents. Errors:
+  // kPolicy (for another appliance, another state, replayed/unknown download key, downgrade,
+  // clock behind), kVerification (signature, expiry, TUF, a damaged entry), kParse/kIo/kLimit
+  // from the bundle reader (truncated, not a bundle) and the disk.
+  Expected<ImportResult> ImportBundle(packages::ByteSource& source, const ImportOptions& options);
+  // The signed installation report (trust::SignInstallReport) of the last import: the installed
+  // state now and the report events queued since that import began (the same ids as online).
+  // kNotFound when nothing was imported yet.
+  Expected<std::string> LastImportReport();
+  // True when the kept assignment came from a bundle: installs then need no network, and the
+  // install loop does not check in between steps.
+  bool AssignmentFromBundle() const;
+
   // Views for status and the CLI.
   trust::InstalledSet Installed() const;
   Json InstalledJson() const;
@@ -121,6 +172,7 @@ class Agent {
   bool IsFailed(const std::string& name, const std::string& version) const;
   Expected<std::unique_ptr<Handler>> HandlerFor(const std::string& kind);
   Expected<trust::Assignment> KeptAssignment() const;
+  Expected<trust::Assignment> VerifyBundleAssignment(const std::string& text, SysTime now) const;
   void Log(const std::string& line) const;
 
   AgentDeps d_;

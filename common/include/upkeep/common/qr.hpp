@@ -22,9 +22,9 @@ struct QrCode {
 // kInvalidArgument for empty text or text with a NUL; kLimit when it doesn't fit a QR code.
 Expected<QrCode> EncodeQr(std::string_view text);
 
-// For a terminal: two module rows per text line with the Unicode half blocks, a 4-module quiet
-// zone, light modules as spaces (so it reads on a dark terminal background when inverted: the
-// dark modules are drawn as spaces and the light ones as blocks).
+// For a terminal: two module rows per text line with the Unicode half blocks and a 4-module
+// quiet zone. Dark modules are drawn as spaces and light ones as blocks, so on the usual
+// light-text-on-dark terminal the code shows dark on light, as scanners expect.
 std::string QrToTerminal(const QrCode& qr);
 
 // A standalone SVG document (one path, black on white, 4-module quiet zone), `module_px` per module.

@@ -119,11 +119,19 @@ class Reader {
 
  private:
   explicit Reader(packages::ByteSource& source) : source_(source) {}
+  // Reads up to n bytes into buffer_ (fewer only at the source's end); errors are final.
+  Expected<std::size_t> Fill(std::size_t n);
+  Error Fail(Error e);
+  Error Truncated() const;
+
   packages::ByteSource& source_;
   Header header_;
   std::size_t next_ = 0;
   bool current_open_ = false;
-  bool failed_ = false;
+  std::optional<Error> error_;     // set by the first failure: every later call returns it
+  std::uint64_t offset_ = 0;       // bytes consumed from the source
+  std::uint64_t total_ = 0;        // the whole bundle's size, from the header
+  std::vector<std::uint8_t> buffer_;  // one chunk (<= 1 MiB), allocated on first use
 };
 
 }  // namespace upkeep::bundle

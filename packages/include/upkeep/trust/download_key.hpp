@@ -6,13 +6,15 @@
 //
 // Binary form (all integers big-endian), then RFC 4648 base32 upper-case without padding:
 //   "UDK" 0x01                         magic and format version
-//   u8  len + appliance id (ASCII)     trust::IsValidApplianceId
-//   i64 issued                         the appliance's clock, Unix seconds
+//   20  appliance id                   the 20 bytes its 32 base32 characters spell ("apl-" implied)
+//   i64 issued                         the appliance's clock, Unix seconds (0 .. year 9999)
 //   u32 validity                       seconds (60 .. 90 days)
 //   16  nonce                          random
-//   u8  count, then per package:       at most 64 packages
-//       u8 len + name, u32 major, u32 minor, u32 build
+//   u8  count, then per package:       at most 64 packages, names sorted and unique
+//       u8 len + name (1..255 bytes of ASCII 0x21..0x7e),
+//       major, minor, build            each an unsigned LEB128 varint (canonical, <= 999999999)
 //   64  ed25519 signature over "upkeep-download-key-v1\0" + every byte above
+// (The raw id and the varints keep a 3-package key under 300 characters of text.)
 // Text form: "UPK1-" then the base32 in groups of 6 characters joined by '-', a line break
 // after every 8 groups. Decoding ignores ASCII whitespace (line breaks a mail client or a
 // terminal added), '-' and case, and accepts the text with or without the "UPK1-" prefix.
