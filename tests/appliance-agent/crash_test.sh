@@ -12,25 +12,10 @@ set -euo pipefail
 
 bin=$(cd "${1:?usage: crash_test.sh BIN_DIR SOURCE_DIR}" && pwd)
 src=$(cd "${2:?usage: crash_test.sh BIN_DIR SOURCE_DIR}" && pwd)
-for tool in upk updater keyserver fleet-sim appliance-agent; do
-  [[ -x "$bin/$tool" ]] || { echo "FAIL: $bin/$tool not found; build it first"; exit 1; }
-done
-work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-agent-crash.XXXXXX")
-source "$src/tools/lib/stack.sh"
-stack_init "$work/stack" "$bin"
-cleanup() { if [[ -n "${KEEP_WORK:-}" ]]; then stack_stop; else stack_destroy; rm -rf "$work"; fi; }
-trap cleanup EXIT
+source "$src/tests/lib/e2e.sh"
+e2e_begin agent-crash upk updater keyserver fleet-sim appliance-agent
 current_dir=
-fail() {
-  echo "FAIL: $*"
-  [[ -n "$current_dir" && -f "$current_dir/config.ok" ]] && agent "$current_dir" history -n 40 || true
-  for log in updater keyserver; do
-    [[ -f "$work/stack/$log.log" ]] && { echo "-- $log log (last lines):"; tail -n 10 "$work/stack/$log.log"; }
-  done
-  exit 1
-}
-step() { echo "== $*"; }
-cd "$work"
+e2e_on_fail() { [[ -n "$current_dir" && -f "$current_dir/config.ok" ]] && agent "$current_dir" history -n 40; }
 source "$src/tests/appliance-agent/lib.sh"
 agent_stack_up
 

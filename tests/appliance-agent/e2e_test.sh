@@ -12,30 +12,14 @@ set -euo pipefail
 
 bin=$(cd "${1:?usage: e2e_test.sh BIN_DIR SOURCE_DIR}" && pwd)
 src=$(cd "${2:?usage: e2e_test.sh BIN_DIR SOURCE_DIR}" && pwd)
-for tool in upk updater keyserver fleet-sim appliance-agent; do
-  [[ -x "$bin/$tool" ]] || { echo "FAIL: $bin/$tool not found; build it first"; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-agent-e2e.XXXXXX")
-source "$src/tools/lib/stack.sh"
-stack_init "$work/stack" "$bin"
+source "$src/tests/lib/e2e.sh"
+e2e_begin agent-e2e upk updater keyserver fleet-sim appliance-agent
 agent_pid=
-cleanup() {
-  [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null || true
-  if [[ -n "${KEEP_WORK:-}" ]]; then stack_stop; else stack_destroy; rm -rf "$work"; fi
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for log in updater keyserver; do
-    [[ -f "$work/stack/$log.log" ]] && { echo "-- $log log (last lines):"; tail -n 15 "$work/stack/$log.log"; }
-  done
+e2e_on_exit() { [[ -z "$agent_pid" ]] || kill "$agent_pid" 2>/dev/null; }
+e2e_on_fail() {
   [[ -f "$work/agent.log" ]] && { echo "-- agent log (last lines):"; tail -n 30 "$work/agent.log"; }
   [[ -f "$work/agent.err" ]] && { echo "-- agent errors (last lines):"; tail -n 30 "$work/agent.err"; }
-  exit 1
 }
-step() { echo "== $*"; }
-cd "$work"
 source "$src/tests/appliance-agent/lib.sh"
 
 agent_stack_up

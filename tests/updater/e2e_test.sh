@@ -16,24 +16,8 @@ if [[ ! -d "$src/tests/interop/node_modules/tuf-js" ]]; then
   echo "SKIP: tests/interop/node_modules/tuf-js is missing; run 'cd tests/interop && npm ci' (tools/test does)"
   exit 77
 fi
-for tool in upk updater keyserver fleet-sim upkeep-tuf-client; do
-  [[ -x "$bin/$tool" ]] || { echo "FAIL: $bin/$tool not found; build it first"; exit 1; }
-done
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/upkeep-e2e.XXXXXX")
-source "$src/tools/lib/stack.sh"
-stack_init "$work/stack" "$bin"
-cleanup() { if [[ -n "${KEEP_WORK:-}" ]]; then stack_stop; else stack_destroy; rm -rf "$work"; fi; }
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for log in updater keyserver; do
-    [[ -f "$work/stack/$log.log" ]] && { echo "-- $log log (last lines):"; tail -n 15 "$work/stack/$log.log"; }
-  done
-  exit 1
-}
-step() { echo "== $*"; }
-cd "$work"
+source "$src/tests/lib/e2e.sh"
+e2e_begin e2e upk updater keyserver fleet-sim upkeep-tuf-client
 upk="$bin/upk"
 sim="$bin/fleet-sim"
 

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "fleet_state.hpp"
+#include "portal_shared.hpp"
 #include "upkeep/common/hash.hpp"
 #include "upkeep/trust/documents.hpp"
 #include "upkeep/trust/request_signing.hpp"
@@ -344,51 +345,13 @@ struct ApplianceApi {
   }
   std::variant<CheckinPlan, Response> PlanCheckin(const std::shared_ptr<const CatalogSnapshot>& snapshot,
                                                   const CachedAppliance& appliance, const CheckinInput& in) const {
-    Offer offer = OfferFor(*snapshot, appliance);
-    packages::Plan plan = packages::MakePlan(in.installed, *offer.catalog, PlanOptionsFor(appliance));
-
     CheckinPlan out;
     out.now = ctx->clock.Now();
-    trust::Assignment& assignment = out.assignment;
-    assignment.appliance_id = appliance.appliance_id;
-    assignment.state_digest = trust::StateDigest(in.installed);
-    assignment.issued = out.now;
-    assignment.expires = out.now + ctx->config.assignment_validity;
-    assignment.channel = appliance.channel;
-    Json plan_steps = Json::array();
-    for (const packages::PlanStep& p : plan.steps) {
-      const std::string version = p.version.ToString();
-      auto idx = snapshot->by_id.find({p.name, version});
-      if (idx == snapshot->by_id.end()) return ApiError(500, "internal", "planned release missing from the catalog");
-      const ReleaseInfo& r = snapshot->releases[idx->second];
-      trust::AssignmentStep step;
-      step.name = p.name;
-      step.version = p.version;
-      step.kind = p.kind;
-      step.wait_hours = p.wait_hours;
-      step.target_path = r.target_path;
-      step.length = r.length;
-      step.sha256 = r.sha256;
-      Json hashed = step.ToJson();
-      hashed.erase("sealed_content_key");
-      plan_steps.push_back(std::move(hashed));
-      step.sealed_content_key = r.sealed_content_key;
-      assignment.steps.push_back(std::move(step));
-      auto gated = offer.gated.find(idx->second);
-      if (gated != offer.gated.end() && gated->second.second >= 0 &&
-          std::find(appliance.memberships.begin(), appliance.memberships.end(), gated->second.first) ==
-              appliance.memberships.end()) {
-        out.new_members.push_back(gated->second);
-      }
-    }
-    // The reuse key (state digest, plan hash) covers the appliance's settings: a changed
-    // allow_major gets a new assignment even when the steps come out the same. Left out while
-    // empty so the hashes of assignments issued before the setting existed stay valid.
-    Json hashed_plan{{"channel", appliance.channel}, {"steps", std::move(plan_steps)}};
-    if (!appliance.allow_major.empty()) hashed_plan["allow_major"] = appliance.allow_major;
-    auto canonical = CanonicalJson(hashed_plan);
-    if (!canonical.ok()) return ApiError(500, "internal", "plan hash: " + canonical.error().message());
-    out.plan_hash = Sha256Hex(*canonical);
+    auto planned = PlanAppliance(*snapshot, appliance, in.installed, out.now, ctx->config.assignment_validity);
+    if (!planned.ok()) return ApiError(500, "internal", planned.error().message());
+    out.assignment = std::move(planned->assignment);
+    out.plan_hash = std::move(planned->plan_hash);
+    out.new_members = std::move(planned->new_members);
     return out;
   }
 
@@ -628,12 +591,6 @@ struct ApplianceApi {
     return std::get<std::shared_ptr<const std::string>>(std::move(got));
   }
 
-  struct Event {
-    std::string id, type, name, version, detail, log_tail;
-    bool has_log_tail = false;
-    SysTime at{};
-  };
-
   Response Events(const Request& req) {
     auto authed = Authenticate(req);
     if (auto* r = std::get_if<Response>(&authed)) return std::move(*r);
@@ -644,105 +601,15 @@ struct ApplianceApi {
     if (auto r = net::ParseJsonObject(req, {"events"}, body)) return *r;
     auto list = GetArray(body, "events");
     if (!list.ok()) return net::BadField(list.error());
-    if ((*list)->empty() || (*list)->size() > kMaxEvents) return Invalid("events", "must hold 1..100 events");
-    static const std::set<std::string, std::less<>> kTypes = {"download", "install", "success", "failure", "rollback"};
-    std::vector<Event> events;
-    for (std::size_t i = 0; i < (*list)->size(); ++i) {
-      const Json& e = (**list)[i];
-      const std::string where = "events[" + std::to_string(i) + "]";
-      if (!e.is_object()) return Invalid(where, "must be an object");
-      for (const auto& [key, value] : e.items()) {
-        if (key != "id" && key != "type" && key != "name" && key != "version" && key != "at" && key != "detail" &&
-            key != "log_tail") {
-          return ApiError(400, "unknown_field", "unknown field '" + where + "." + key + "'");
-        }
-      }
-      Event ev;
-      auto id = GetString(e, "id");
-      if (!id.ok()) return Invalid(where + ".id", id.error().message());
-      ev.id = *id;
-      bool hex = ev.id.size() == 32;
-      for (char ch : ev.id) hex = hex && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
-      if (!hex) return Invalid(where + ".id", "must be 32 lower-case hex digits");
-      auto type = GetString(e, "type");
-      if (!type.ok() || !kTypes.contains(*type)) {
-        return Invalid(where + ".type", "must be download, install, success, failure or rollback");
-      }
-      ev.type = *type;
-      auto name = GetString(e, "name");
-      if (!name.ok() || !packages::IsValidPackageName(*name)) return Invalid(where + ".name", "must be a package name");
-      ev.name = *name;
-      auto version = GetString(e, "version");
-      if (!version.ok()) return Invalid(where + ".version", version.error().message());
-      auto parsed_version = packages::Version::Parse(*version);
-      if (!parsed_version.ok()) return Invalid(where + ".version", parsed_version.error().message());
-      ev.version = parsed_version->ToString();
-      auto at = GetString(e, "at");
-      if (!at.ok()) return Invalid(where + ".at", at.error().message());
-      auto at_time = ParseTimestamp(*at);
-      if (!at_time.ok()) return Invalid(where + ".at", at_time.error().message());
-      ev.at = *at_time;
-      ev.detail = "{}";
-      if (e.contains("detail")) {
-        if (!e["detail"].is_object()) return Invalid(where + ".detail", "must be an object");
-        ev.detail = e["detail"].dump();
-        if (ev.detail.size() > kMaxEventDetailBytes) return Invalid(where + ".detail", "at most 16 KiB");
-        // PostgreSQL's jsonb refuses \u0000; refuse it here rather than fail the insert.
-        if (ev.detail.find("\\u0000") != std::string::npos) return Invalid(where + ".detail", "must not hold NUL");
-      }
-      if (e.contains("log_tail")) {
-        if (!e["log_tail"].is_string()) return Invalid(where + ".log_tail", "must be a string");
-        ev.log_tail = e["log_tail"].get<std::string>();
-        ev.has_log_tail = true;
-        if (ev.log_tail.size() > ctx->config.max_event_log_tail_bytes) {
-          return Invalid(where + ".log_tail", "at most " + std::to_string(ctx->config.max_event_log_tail_bytes) + " bytes");
-        }
-        if (ev.log_tail.find('\0') != std::string::npos) return Invalid(where + ".log_tail", "must not hold NUL");
-      }
-      events.push_back(std::move(ev));
-    }
+    auto parsed = ParseEvents(**list, kMaxEvents, ctx->config.max_event_log_tail_bytes);
+    if (auto* r = std::get_if<Response>(&parsed)) return std::move(*r);
+    const auto& events = std::get<std::vector<ApplianceEvent>>(parsed);
 
-    struct Outcome {
-      std::int64_t accepted = 0, duplicates = 0;
-      bool rollouts_changed = false;
-      std::map<std::string, std::int64_t> by_type;
-    };
+    using Outcome = EventsOutcome;
     auto done = ctx->Transact<Outcome>("events", [&](db::Connection& c, std::optional<Response>&) -> Expected<Outcome> {
-      Outcome out;
       const SysTime now = ctx->clock.Now();
       if (auth.is_new) UPK_TRY(InsertAppliance(c, appliance, now));
-      std::set<std::int64_t> touched;
-      for (const Event& ev : events) {
-        UPK_TRY_ASSIGN(db::Result r,
-                       c.Exec("INSERT INTO events (appliance_id, event_id, type, name, version, at, received_at, detail, "
-                              "log_tail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) "
-                              "ON CONFLICT (appliance_id, event_id) DO NOTHING RETURNING event_id",
-                              appliance.appliance_id, ev.id, ev.type, ev.name, ev.version, ev.at, now, ev.detail,
-                              ev.has_log_tail ? std::optional<std::string>(ev.log_tail) : std::nullopt));
-        if (r.rows() == 0) {
-          ++out.duplicates;
-          continue;
-        }
-        ++out.accepted;
-        ++out.by_type[ev.type];
-        if (ev.type != "success" && ev.type != "failure") continue;
-        UPK_TRY_ASSIGN(db::Result m,
-                       c.Exec("UPDATE rollout_members m SET status = $1, updated_at = $2 FROM rollouts r "
-                              "WHERE m.rollout_id = r.id AND m.appliance_id = $3 AND r.name = $4 AND r.version = $5 "
-                              "AND r.state IN ('active', 'paused') RETURNING r.id",
-                              ev.type == "success" ? "succeeded" : "failed", now, appliance.appliance_id, ev.name,
-                              ev.version));
-        for (int i = 0; i < m.rows(); ++i) {
-          UPK_TRY_ASSIGN(std::int64_t id, m.Get<std::int64_t>(i, "id"));
-          touched.insert(id);
-        }
-      }
-      for (std::int64_t id : touched) {
-        UPK_TRY_ASSIGN(bool changed, EvaluateRollout(c, id, now));
-        out.rollouts_changed = out.rollouts_changed || changed;
-      }
-      if (out.rollouts_changed) UPK_TRY(Context::BumpCatalogGeneration(c));
-      return out;
+      return InsertEvents(c, appliance.appliance_id, events, now);
     });
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
     const Outcome& out = std::get<Outcome>(done);
@@ -771,6 +638,155 @@ std::optional<Response> SignedHeadersPrecheck(const Request& req) {
 }
 
 }  // namespace
+
+Expected<AppliancePlan> PlanAppliance(const CatalogSnapshot& snapshot, const CachedAppliance& appliance,
+                                      const packages::Installed& installed, SysTime now, std::chrono::seconds validity) {
+  Offer offer = OfferFor(snapshot, appliance);
+  packages::Plan plan = packages::MakePlan(installed, *offer.catalog, PlanOptionsFor(appliance));
+
+  AppliancePlan out;
+  trust::Assignment& assignment = out.assignment;
+  assignment.appliance_id = appliance.appliance_id;
+  assignment.state_digest = trust::StateDigest(installed);
+  assignment.issued = now;
+  assignment.expires = now + validity;
+  assignment.channel = appliance.channel;
+  Json plan_steps = Json::array();
+  for (const packages::PlanStep& p : plan.steps) {
+    const std::string version = p.version.ToString();
+    auto idx = snapshot.by_id.find({p.name, version});
+    if (idx == snapshot.by_id.end()) return Error(Errc::kInternal, "planned release missing from the catalog");
+    const ReleaseInfo& r = snapshot.releases[idx->second];
+    trust::AssignmentStep step;
+    step.name = p.name;
+    step.version = p.version;
+    step.kind = p.kind;
+    step.wait_hours = p.wait_hours;
+    step.target_path = r.target_path;
+    step.length = r.length;
+    step.sha256 = r.sha256;
+    Json hashed = step.ToJson();
+    hashed.erase("sealed_content_key");
+    plan_steps.push_back(std::move(hashed));
+    step.sealed_content_key = r.sealed_content_key;
+    assignment.steps.push_back(std::move(step));
+    out.reasons.push_back(p.reason);
+    auto gated = offer.gated.find(idx->second);
+    if (gated != offer.gated.end() && gated->second.second >= 0 &&
+        std::find(appliance.memberships.begin(), appliance.memberships.end(), gated->second.first) ==
+            appliance.memberships.end()) {
+      out.new_members.push_back(gated->second);
+    }
+  }
+  // The reuse key (state digest, plan hash) covers the appliance's settings: a changed
+  // allow_major gets a new assignment even when the steps come out the same. Left out while
+  // empty so the hashes of assignments issued before the setting existed stay valid.
+  Json hashed_plan{{"channel", appliance.channel}, {"steps", std::move(plan_steps)}};
+  if (!appliance.allow_major.empty()) hashed_plan["allow_major"] = appliance.allow_major;
+  UPK_TRY_ASSIGN(std::string canonical, CanonicalJson(hashed_plan));
+  out.plan_hash = Sha256Hex(canonical);
+  return out;
+}
+
+std::variant<std::vector<ApplianceEvent>, Response> ParseEvents(const Json& list, std::size_t max_events,
+                                                                std::size_t max_log_tail) {
+  if (!list.is_array() || list.empty() || list.size() > max_events) {
+    return Invalid("events", "must hold 1.." + std::to_string(max_events) + " events");
+  }
+  static const std::set<std::string, std::less<>> kTypes = {"download", "install", "success", "failure", "rollback"};
+  std::vector<ApplianceEvent> events;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const Json& e = list[i];
+    const std::string where = "events[" + std::to_string(i) + "]";
+    if (!e.is_object()) return Invalid(where, "must be an object");
+    for (const auto& [key, value] : e.items()) {
+      if (key != "id" && key != "type" && key != "name" && key != "version" && key != "at" && key != "detail" &&
+          key != "log_tail") {
+        return ApiError(400, "unknown_field", "unknown field '" + where + "." + key + "'");
+      }
+    }
+    ApplianceEvent ev;
+    auto id = GetString(e, "id");
+    if (!id.ok()) return Invalid(where + ".id", id.error().message());
+    ev.id = *id;
+    bool hex = ev.id.size() == 32;
+    for (char ch : ev.id) hex = hex && ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
+    if (!hex) return Invalid(where + ".id", "must be 32 lower-case hex digits");
+    auto type = GetString(e, "type");
+    if (!type.ok() || !kTypes.contains(*type)) {
+      return Invalid(where + ".type", "must be download, install, success, failure or rollback");
+    }
+    ev.type = *type;
+    auto name = GetString(e, "name");
+    if (!name.ok() || !packages::IsValidPackageName(*name)) return Invalid(where + ".name", "must be a package name");
+    ev.name = *name;
+    auto version = GetString(e, "version");
+    if (!version.ok()) return Invalid(where + ".version", version.error().message());
+    auto parsed_version = packages::Version::Parse(*version);
+    if (!parsed_version.ok()) return Invalid(where + ".version", parsed_version.error().message());
+    ev.version = parsed_version->ToString();
+    auto at = GetString(e, "at");
+    if (!at.ok()) return Invalid(where + ".at", at.error().message());
+    auto at_time = ParseTimestamp(*at);
+    if (!at_time.ok()) return Invalid(where + ".at", at_time.error().message());
+    ev.at = *at_time;
+    ev.detail = "{}";
+    if (e.contains("detail")) {
+      if (!e["detail"].is_object()) return Invalid(where + ".detail", "must be an object");
+      ev.detail = e["detail"].dump();
+      if (ev.detail.size() > kMaxEventDetailBytes) return Invalid(where + ".detail", "at most 16 KiB");
+      // PostgreSQL's jsonb refuses \u0000; refuse it here rather than fail the insert.
+      if (ev.detail.find("\\u0000") != std::string::npos) return Invalid(where + ".detail", "must not hold NUL");
+    }
+    if (e.contains("log_tail")) {
+      if (!e["log_tail"].is_string()) return Invalid(where + ".log_tail", "must be a string");
+      ev.log_tail = e["log_tail"].get<std::string>();
+      ev.has_log_tail = true;
+      if (ev.log_tail.size() > max_log_tail) {
+        return Invalid(where + ".log_tail", "at most " + std::to_string(max_log_tail) + " bytes");
+      }
+      if (ev.log_tail.find('\0') != std::string::npos) return Invalid(where + ".log_tail", "must not hold NUL");
+    }
+    events.push_back(std::move(ev));
+  }
+  return events;
+}
+
+Expected<EventsOutcome> InsertEvents(db::Connection& c, const std::string& appliance_id,
+                                     const std::vector<ApplianceEvent>& events, SysTime now) {
+  EventsOutcome out;
+  std::set<std::int64_t> touched;
+  for (const ApplianceEvent& ev : events) {
+    UPK_TRY_ASSIGN(db::Result r,
+                   c.Exec("INSERT INTO events (appliance_id, event_id, type, name, version, at, received_at, detail, "
+                          "log_tail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) "
+                          "ON CONFLICT (appliance_id, event_id) DO NOTHING RETURNING event_id",
+                          appliance_id, ev.id, ev.type, ev.name, ev.version, ev.at, now, ev.detail,
+                          ev.has_log_tail ? std::optional<std::string>(ev.log_tail) : std::nullopt));
+    if (r.rows() == 0) {
+      ++out.duplicates;
+      continue;
+    }
+    ++out.accepted;
+    ++out.by_type[ev.type];
+    if (ev.type != "success" && ev.type != "failure") continue;
+    UPK_TRY_ASSIGN(db::Result m,
+                   c.Exec("UPDATE rollout_members m SET status = $1, updated_at = $2 FROM rollouts r "
+                          "WHERE m.rollout_id = r.id AND m.appliance_id = $3 AND r.name = $4 AND r.version = $5 "
+                          "AND r.state IN ('active', 'paused') RETURNING r.id",
+                          ev.type == "success" ? "succeeded" : "failed", now, appliance_id, ev.name, ev.version));
+    for (int i = 0; i < m.rows(); ++i) {
+      UPK_TRY_ASSIGN(std::int64_t id, m.Get<std::int64_t>(i, "id"));
+      touched.insert(id);
+    }
+  }
+  for (std::int64_t id : touched) {
+    UPK_TRY_ASSIGN(bool changed, EvaluateRollout(c, id, now));
+    out.rollouts_changed = out.rollouts_changed || changed;
+  }
+  if (out.rollouts_changed) UPK_TRY(Context::BumpCatalogGeneration(c));
+  return out;
+}
 
 Status RegisterApplianceApi(const std::shared_ptr<Context>& ctx, net::Server& server) {
   if (!ctx->fleet) return Error(Errc::kInternal, "InitFleet() must run before the appliance API is registered");

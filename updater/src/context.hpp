@@ -3,7 +3,7 @@
 // errors, run a transaction that a rejection rolls back, and write audit rows.
 // Internal to upkeep_updater; the route groups live in repository_api.cpp (bootstrap, blobs,
 // releases, channels, /repo/), appliance_api.cpp (enrol, check-in, events), fleet_api.cpp
-// (rollouts, appliances) and admin_api.cpp (tokens, audit).
+// (rollouts, appliances), admin_api.cpp (tokens, audit) and portal_api.cpp (download portal).
 #pragma once
 
 #include <atomic>
@@ -108,5 +108,6 @@ Status InitFleet(Context& ctx);       // at Create(): catalog and caches
 Status RegisterApplianceApi(const std::shared_ptr<Context>& ctx, net::Server& server);
 Status RegisterFleetApi(const std::shared_ptr<Context>& ctx, net::Server& server);
 Status RegisterAdminApi(const std::shared_ptr<Context>& ctx, net::Server& server);
+Status RegisterPortal(const std::shared_ptr<Context>& ctx, net::Server& server);  // portal_api.cpp
 
 }  // namespace upkeep::updater

@@ -194,6 +194,42 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 -- empty: every package stays in its installed line. Set by operators (POST /api/v1/appliances/ID).
 ALTER TABLE appliances ADD COLUMN allow_major TEXT[] NOT NULL DEFAULT '{}';
 )sql"},
+      {3, "download portal: seen download keys, bundles, downloaded packages", R"sql(
+-- Download keys the portal used to build a bundle (docs/updater-api.md, "Download portal"). A key
+-- issued before the newest one seen for its appliance is refused (download_key_replayed).
+CREATE TABLE portal_keys (
+  appliance_id TEXT NOT NULL REFERENCES appliances (appliance_id),
+  nonce TEXT NOT NULL CHECK (nonce ~ '^[0-9a-f]{32}$'),
+  issued_at TIMESTAMPTZ NOT NULL,
+  first_seen TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY (appliance_id, nonce)
+);
+CREATE INDEX portal_keys_newest ON portal_keys (appliance_id, issued_at DESC);
+
+-- Bundle files under BLOB_DIR/bundles/<token>.upkb; the link works until expires_at, then a
+-- background job deletes the file and the row.
+CREATE TABLE portal_bundles (
+  bundle_id TEXT PRIMARY KEY CHECK (bundle_id ~ '^[0-9a-f]{32}$'),
+  token TEXT NOT NULL UNIQUE CHECK (token ~ '^[0-9a-f]{32}$'),
+  appliance_id TEXT NOT NULL REFERENCES appliances (appliance_id),
+  file_name TEXT NOT NULL,
+  bytes BIGINT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL,
+  expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX portal_bundles_expiry ON portal_bundles (expires_at);
+
+-- Packages already put in a bundle for an appliance: not offered to it again until support
+-- re-enables them (which deletes the row; the audit log keeps the history).
+CREATE TABLE portal_downloads (
+  appliance_id TEXT NOT NULL REFERENCES appliances (appliance_id),
+  name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  bundle_id TEXT NOT NULL,
+  downloaded_at TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY (appliance_id, name, version)
+);
+)sql"},
   };
   return kMigrations;
 }

@@ -24,6 +24,9 @@ Expected<ServiceConfig> ServiceConfig::FromJson(const Json& json) {
       {"request_skew_seconds", 10, 3600, [&](std::int64_t v) { config.request_skew = std::chrono::seconds(v); }},
       {"revocation_poll_seconds", 1, 3600, [&](std::int64_t v) { config.revocation_poll = std::chrono::seconds(v); }},
       {"max_blob_gib", 1, 1024, [&](std::int64_t v) { config.max_blob_bytes = static_cast<std::uint64_t>(v) << 30; }},
+      {"bundle_validity_days", 1, 31, [&](std::int64_t v) { config.bundle_validity = std::chrono::hours(24 * v); }},
+      {"bundle_link_validity_hours", 1, 24 * 30, [&](std::int64_t v) { config.bundle_link_validity = std::chrono::hours(v); }},
+      {"portal_max_skew_seconds", 10, 86400, [&](std::int64_t v) { config.portal_max_skew = std::chrono::seconds(v); }},
   };
   for (const auto& [name, value] : json.items()) {
     const Field* field = nullptr;
@@ -98,6 +101,7 @@ Status Service::Register(net::Server& server) {
   UPK_TRY(RegisterApplianceApi(impl_->ctx, server));
   UPK_TRY(RegisterFleetApi(impl_->ctx, server));
   UPK_TRY(RegisterAdminApi(impl_->ctx, server));
+  UPK_TRY(RegisterPortal(impl_->ctx, server));
   return OkStatus();
 }
 

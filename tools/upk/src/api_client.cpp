@@ -5,6 +5,11 @@
 #include <cpprest/http_client.h>
 #include <pplx/pplxtasks.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <exception>
 #include <set>
 #include <system_error>
@@ -78,6 +83,8 @@ struct Outgoing {
   std::optional<std::string> json_body;
   std::optional<std::filesystem::path> file;
   UploadProgress progress;
+  std::optional<std::filesystem::path> save_to;  // a 2xx body goes here instead of memory
+  DownloadProgress download_progress;
 };
 
 Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
@@ -127,6 +134,39 @@ Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
       return Error(Errc::kIo,
                    where + ": the answer is larger than " + std::to_string(kMaxResponseBytes >> 20) + " MiB");
     }
+    if (req.save_to && out.status >= 200 && out.status < 300) {
+      const std::uint64_t total = headers.has(http::header_names::content_length) ? headers.content_length() : 0;
+      std::FILE* f = std::fopen(req.save_to->c_str(), "wb");
+      if (!f) {
+        cancel.cancel();
+        return Error(Errc::kIo, req.save_to->string() + ": cannot create: " + std::strerror(errno));
+      }
+      std::filesystem::permissions(*req.save_to, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+      auto in = response.body().streambuf();
+      std::vector<std::uint8_t> block(1 << 20);
+      std::uint64_t received = 0;
+      for (;;) {
+        std::size_t n = in.getn(block.data(), block.size()).get();
+        if (n == 0) break;
+        if (std::fwrite(block.data(), 1, n, f) != n) {
+          std::fclose(f);
+          cancel.cancel();
+          return Error(Errc::kIo, req.save_to->string() + ": write failed (disk full?)");
+        }
+        received += n;
+        if (req.download_progress) req.download_progress(received, total);
+      }
+      if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) {
+        std::fclose(f);
+        return Error(Errc::kIo, req.save_to->string() + ": write failed (disk full?)");
+      }
+      std::fclose(f);
+      if (total != 0 && received != total) {
+        return Error(Errc::kIo, where + ": the download stopped at " + std::to_string(received) + " of " +
+                                    std::to_string(total) + " bytes");
+      }
+      return out;
+    }
     std::string body;
     auto buf = response.body().streambuf();
     std::vector<std::uint8_t> chunk(64 * 1024);
@@ -158,16 +198,22 @@ Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
 }  // namespace
 
 Expected<ApiResponse> ApiClient::Get(const std::string& target) const {
-  return Send(options_, Outgoing{http::methods::GET, target, std::nullopt, std::nullopt, {}});
+  return Send(options_, Outgoing{http::methods::GET, target, std::nullopt, std::nullopt, {}, std::nullopt, {}});
 }
 
 Expected<ApiResponse> ApiClient::Post(const std::string& target, const Json& body) const {
-  return Send(options_, Outgoing{http::methods::POST, target, body.dump(), std::nullopt, {}});
+  return Send(options_, Outgoing{http::methods::POST, target, body.dump(), std::nullopt, {}, std::nullopt, {}});
 }
 
 Expected<ApiResponse> ApiClient::PutFile(const std::string& target, const std::filesystem::path& file,
                                          UploadProgress progress) const {
-  return Send(options_, Outgoing{http::methods::PUT, target, std::nullopt, file, std::move(progress)});
+  return Send(options_, Outgoing{http::methods::PUT, target, std::nullopt, file, std::move(progress), std::nullopt, {}});
+}
+
+Expected<ApiResponse> ApiClient::Download(const std::string& target, const std::filesystem::path& file,
+                                          DownloadProgress progress) const {
+  Outgoing req{http::methods::GET, target, std::nullopt, std::nullopt, {}, file, std::move(progress)};
+  return Send(options_, std::move(req));
 }
 
 std::string EncodeComponent(std::string_view text) {

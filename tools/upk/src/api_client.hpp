@@ -40,6 +40,8 @@ struct ApiResponse {
 
 // Called from a cpprestsdk thread with the number of body bytes sent so far.
 using UploadProgress = std::function<void(std::uint64_t sent)>;
+// Called with the bytes received so far and the Content-Length (0 when the server sent none).
+using DownloadProgress = std::function<void(std::uint64_t received, std::uint64_t total)>;
 
 class ApiClient {
  public:
@@ -52,6 +54,12 @@ class ApiClient {
   // Streams `file` as the body (Content-Length set, application/octet-stream).
   Expected<ApiResponse> PutFile(const std::string& target, const std::filesystem::path& file,
                                 UploadProgress progress = {}) const;
+
+  // GET whose 2xx body is streamed into `file` (created or truncated, 0600; constant memory,
+  // no size limit); a non-2xx answer is returned as by Get() and `file` is left untouched.
+  // The caller renames the file into place (atomic downloads).
+  Expected<ApiResponse> Download(const std::string& target, const std::filesystem::path& file,
+                                 DownloadProgress progress = {}) const;
 
   const std::string& server() const { return options_.server; }
   // True for http:// to a host other than localhost/127.x/::1: a token would cross the network

@@ -3,11 +3,13 @@
 // the server's JSON as it came with --json. The server enforces roles and every rule; the checks
 // here only catch usage mistakes before a round trip.
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <memory>
 
 #include "server_common.hpp"
 #include "server_requests.hpp"
 #include "upkeep/common/clock.hpp"
+#include "upkeep/common/files.hpp"
 #include "upkeep/upk/cli.hpp"
 
 namespace upkeep::upk {
@@ -417,6 +419,104 @@ void PrintAppliance(std::ostream& out, const Json& d) {
   }
 }
 
+struct ReenableArgs {
+  ServerArgs server;
+  std::string id, name, version;
+  void Declare(CLI::App* sub) {
+    sub->add_option("ID", id, "Appliance id (apl-...)")->required();
+    sub->add_option("NAME", name, "Package name")->required();
+    sub->add_option("VERSION", version, "Package version (MAJOR.MINOR.BUILD)")->required();
+  }
+  Status Check() const { return OkStatus(); }
+};
+
+struct BundleArgs {
+  ServerArgs server;
+  std::string id, download_key, output;
+  std::vector<std::string> installed;
+  void Declare(CLI::App* sub) {
+    sub->add_option("APPLIANCE_ID", id, "Appliance id (apl-...)")->required();
+    sub->add_option("--download-key", download_key, "The appliance's download key, or @FILE holding it");
+    sub->add_option("--installed", installed, "NAME=VERSION of what the appliance has (repeat); default: its last known state");
+    sub->add_option("-o,--output", output, "Where to write the bundle (FILE.upkb)")->required();
+  }
+  Status Check() const {
+    if (!download_key.empty() && !installed.empty()) {
+      return Error(Errc::kInvalidArgument, "give --download-key or --installed, not both");
+    }
+    for (const auto& i : installed) {
+      auto eq = i.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == i.size()) {
+        return Error(Errc::kInvalidArgument, "--installed " + i + ": expected NAME=VERSION");
+      }
+    }
+    return OkStatus();
+  }
+};
+
+// Builds the request body of POST /api/v1/appliances/ID/bundle.
+Expected<Json> BundleBody(const BundleArgs& a) {
+  Json body = Json::object();
+  if (!a.download_key.empty()) {
+    std::string key = a.download_key;
+    if (key[0] == '@') {
+      auto text = ReadFileBounded(key.substr(1), 64 * 1024);
+      if (!text.ok()) return text.error().Wrap("--download-key");
+      key = std::move(text).value();
+    }
+    body["download_key"] = key;
+  }
+  if (!a.installed.empty()) {
+    Json installed = Json::object();
+    for (const auto& i : a.installed) {
+      auto eq = i.find('=');
+      installed[i.substr(0, eq)] = i.substr(eq + 1);
+    }
+    body["installed"] = installed;
+  }
+  return body;
+}
+
+int RunBundle(const Context& c, const BundleArgs& a, const ApiClient& api) {
+  auto body = BundleBody(a);
+  if (!body.ok()) return c.Fail(body.error());
+  auto made = api.Post("/api/v1/appliances/" + EncodeComponent(a.id) + "/bundle", *body);
+  if (!made || !made->ok()) return FailRequest(c, made);
+  const std::string url = Str(made->body, "url", "");
+  if (url.rfind("/portal/bundles/", 0) != 0) {
+    return c.Fail(Error(Errc::kIo, "the updater answered without a bundle URL"));
+  }
+  const std::filesystem::path out(a.output);
+  std::filesystem::path part = out;
+  part += ".part";
+  std::uint64_t total = made->body.value("bytes", std::uint64_t{0});
+  Progress progress(c, "downloading " + out.filename().string(), total);
+  auto got = api.Download(url, part, [&](std::uint64_t n, std::uint64_t) { progress.Update(n); });
+  std::error_code ec;
+  if (!got || !got->ok()) {
+    std::filesystem::remove(part, ec);
+    return FailRequest(c, got);
+  }
+  progress.Finish();
+  std::filesystem::rename(part, out, ec);
+  if (ec) {
+    std::filesystem::remove(part, ec);
+    return c.Fail(Error(Errc::kIo, a.output + ": cannot rename the download into place"));
+  }
+  if (c.json) {
+    Json j = made->body;
+    j["file"] = a.output;
+    c.PrintJson(j);
+    return 0;
+  }
+  *c.out << "wrote " << a.output << " (" << Num(made->body, "bytes") << " bytes, bundle " << Str(made->body, "bundle_id")
+         << ", valid until " << Str(made->body, "valid_until") << ")\n";
+  for (const auto& u : made->body.value("updates", Json::array())) {
+    *c.out << "  " << Str(u, "name") << " " << Str(u, "version") << "  " << Str(u, "reason") << "\n";
+  }
+  return 0;
+}
+
 void AddApplianceCommands(CLI::App& app, Context& ctx) {
   auto* group = app.add_subcommand("appliance", "Appliances known to the updater");
   group->require_subcommand(1);
@@ -461,6 +561,29 @@ void AddApplianceCommands(CLI::App& app, Context& ctx) {
         return Show(c, api.Post("/api/v1/appliances/" + EncodeComponent(a.id), body),
                     [&](const Json&) { *c.out << "updated " << a.id << "\n"; });
       });
+  Command<ApplianceIdArgs>(
+      group, ctx, "downloads", "List the packages already put in a bundle for an appliance",
+      "upk appliance downloads apl-... --server URL --token-file T",
+      [](const Context& c, const ApplianceIdArgs& a, const ApiClient& api) {
+        return Show(c, api.Get("/api/v1/appliances/" + EncodeComponent(a.id) + "/downloads"), [&](const Json& body) {
+          std::vector<std::vector<std::string>> rows{{"NAME", "VERSION", "BUNDLE", "DOWNLOADED"}};
+          for (const auto& d : body.value("downloads", Json::array())) {
+            rows.push_back({Str(d, "name"), Str(d, "version"), Str(d, "bundle_id"), Str(d, "downloaded_at")});
+          }
+          PrintTable(*c.out, rows);
+        });
+      });
+  Command<ReenableArgs>(
+      group, ctx, "reenable-download", "Offer a package already downloaded for an appliance again on the portal",
+      "upk appliance reenable-download apl-... site 5.1.0 --server URL --token-file T",
+      [](const Context& c, const ReenableArgs& a, const ApiClient& api) {
+        return Show(c,
+                    api.Post("/api/v1/appliances/" + EncodeComponent(a.id) + "/downloads/reenable",
+                             Json{{"name", a.name}, {"version", a.version}}),
+                    [&](const Json&) { *c.out << "re-enabled " << a.name << " " << a.version << " for " << a.id << "\n"; });
+      });
+  Command<BundleArgs>(&app, ctx, "bundle", "Build the air-gap bundle (.upkb) for an appliance and download it",
+                      "upk bundle apl-... --download-key @key.txt -o site.upkb --server URL --token-file T", RunBundle);
 }
 
 // --- audit, tokens ---

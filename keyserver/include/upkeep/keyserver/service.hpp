@@ -33,7 +33,8 @@ namespace upkeep::keyserver {
 struct ServiceConfig {
   std::chrono::seconds max_timestamp_expiry{std::chrono::hours(24 * 7)};
   std::chrono::seconds max_snapshot_expiry{std::chrono::hours(24 * 30)};
-  std::chrono::seconds max_assignment_expiry{std::chrono::hours(24 * 30)};
+  // 31 days: bundles carry assignments valid 30 days (docs/airgap.md), plus a day of slack.
+  std::chrono::seconds max_assignment_expiry{std::chrono::hours(24 * 31)};
   std::chrono::seconds licence_document_validity{std::chrono::hours(24 * 365)};  // of each signed copy
   std::chrono::seconds enrol_skew{300};  // allowed clock difference of an enrolment request
   std::size_t max_body_bytes = 64 * 1024;             // licences, enrolment, assignments

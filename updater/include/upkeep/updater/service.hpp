@@ -48,10 +48,15 @@ struct ServiceConfig {
   std::size_t max_body_bytes = 1 << 20;              // JSON bodies
   std::size_t max_metadata_body_bytes = 32u << 20;   // bodies carrying TUF metadata
   std::size_t max_event_log_tail_bytes = 64 * 1024;
+  // Download portal (docs/updater-api.md, "Download portal").
+  std::chrono::seconds bundle_validity{std::chrono::hours(24 * 30)};    // of a bundle's assignment
+  std::chrono::seconds bundle_link_validity{std::chrono::hours(24)};    // the download link, then deleted
+  std::chrono::seconds portal_max_skew{300};                            // download key clock vs ours
 
   // From the --config file: {"assignment_validity_days", "checkin_interval_seconds",
   // "timestamp_validity_hours", "snapshot_validity_days", "request_skew_seconds",
-  // "revocation_poll_seconds", "max_blob_gib"}; every field optional, unknown ones refused.
+  // "revocation_poll_seconds", "max_blob_gib", "bundle_validity_days", "bundle_link_validity_hours",
+  // "portal_max_skew_seconds"}; every field optional, unknown ones refused.
   static Expected<ServiceConfig> FromJson(const Json& json);
 };
 
@@ -75,7 +80,7 @@ class Service {
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
-  // Registers every route (before Start()): /api/v1/..., /repo/metadata/, /repo/targets/.
+  // Registers every route (before Start()): /api/v1/..., /repo/metadata/, /repo/targets/, /portal.
   Status Register(net::Server& server);
 
   void StartBackground();
