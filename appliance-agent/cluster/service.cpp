@@ -8,6 +8,7 @@
 
 #include "tuf_fetcher.hpp"
 #include "upkeep/agent/cluster.hpp"
+#include "upkeep/agent/store.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/packages/keys.hpp"
 #include "upkeep/packages/source.hpp"
@@ -135,7 +136,7 @@ Expected<std::unique_ptr<AgentSession>> NodeService::Claim() {
   auto session = opener_(false);
   if (!session.ok()) {
     // Another process (the daemon, a CLI command) holds the store lock.
-    if (session.error().code() == Errc::kPolicy && session.error().message().find("in use") != std::string::npos) {
+    if (IsStoreLocked(session.error())) {
       return Error(Errc::kPolicy, std::string(kBusyPrefix) + session.error().message());
     }
     return session.error();

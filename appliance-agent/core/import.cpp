@@ -30,6 +30,8 @@ constexpr const char* kDownloadKeys = "download_keys";
 constexpr std::size_t kMaxDownloadKeys = 20;
 // A bundle made later than this by the appliance's clock means the clock is behind.
 constexpr std::chrono::hours kMaxClockBehind{1};
+// The longest window a bundle's assignment has (the keyserver signs at most 31 days).
+constexpr std::chrono::hours kMaxBundleValidity{31 * 24};
 
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
@@ -102,8 +104,9 @@ Expected<DownloadKeyResult> Agent::MakeDownloadKey(std::chrono::seconds validity
   Json& keys = doc["keys"];
   std::vector<std::pair<std::string, std::string>> by_issued;  // (issued, nonce)
   for (auto it = keys.begin(); it != keys.end();) {
+    // Kept while a bundle made from it may still be valid: replays are named as such.
     auto expires = ParseTimestamp(it.value().value("expires", ""));
-    if (!expires.ok() || *expires <= key.issued) {
+    if (!expires.ok() || *expires + kMaxBundleValidity <= key.issued) {
       it = keys.erase(it);
     } else {
       by_issued.emplace_back(it.value().value("issued", ""), it.key());
@@ -183,10 +186,12 @@ Expected<trust::Assignment> Agent::VerifyBundleAssignment(const std::string& tex
       return Error(Errc::kPolicy, "the bundle was not made from a download key of this appliance (nonce " +
                                       a.nonce->substr(0, 8) + "... is unknown here)");
     }
+    // The key bounds when the bundle may be made; the bundle's own window bounds the import, so
+    // a bundle may wait on a USB stick after its key expired.
     auto expires = ParseTimestamp(key->value("expires", ""));
-    if (!expires.ok() || *expires <= now) {
-      return Error(Errc::kPolicy, "its download key expired on " + key->value("expires", "?") +
-                                      ": make a new download key and a new bundle");
+    if (!expires.ok() || a.issued > *expires) {
+      return Error(Errc::kPolicy, "the bundle was made at " + FormatTimestamp(a.issued) + ", after its download key expired (" +
+                                      key->value("expires", "?") + "): make a new download key and a new bundle");
     }
   }
   for (const auto& s : a.steps) {

@@ -205,6 +205,9 @@ Status ValidateMigrations(const std::vector<Migration>& migrations) {
   return OkStatus();
 }
 
+// The one phrase IsStoreLocked recognises; nothing else in the store says it.
+constexpr const char* kLockedText = " is in use by process ";
+
 // flock on DIR/lock, not through Fs: the lock is process coordination, not persisted state.
 Expected<int> TakeLock(const fs::path& dir) {
   fs::path path = dir / "lock";
@@ -220,7 +223,7 @@ Expected<int> TakeLock(const fs::path& dir) {
     }
     ::close(fd);
     if (e == EWOULDBLOCK)
-      return Error(Errc::kPolicy, "state directory " + dir.string() + " is in use by process " +
+      return Error(Errc::kPolicy, "state directory " + dir.string() + kLockedText +
                                       (pid.empty() ? std::string("(unknown)") : pid));
     return Error(Errc::kIo, path.string() + ": flock: " + std::strerror(e));
   }
@@ -234,6 +237,11 @@ Expected<int> TakeLock(const fs::path& dir) {
 }
 
 }  // namespace
+
+bool IsStoreLocked(const Error& error) {
+  return error.code() == Errc::kPolicy && error.message().find(kLockedText) != std::string::npos &&
+         error.message().find("state directory ") != std::string::npos;
+}
 
 Expected<std::unique_ptr<Store>> Store::Open(Fs& fs, const fs::path& dir, StoreOptions options) {
   UPK_TRY(ValidateMigrations(options.migrations));

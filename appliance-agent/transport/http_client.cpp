@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -16,9 +17,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 namespace upkeep::agent {
 
@@ -190,6 +194,15 @@ class Connection {
     return OkStatus();
   }
 
+  // After the request is sent: the peer may need longer to answer than to accept bytes.
+  void SetReceiveTimeout(std::chrono::milliseconds t) {
+    timeout_ = t;
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(t.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
+    if (fd_ >= 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+
   Status WriteAll(std::string_view data) {
     while (!data.empty()) {
       long n;
@@ -291,6 +304,110 @@ std::optional<std::uint64_t> ParseUint(std::string_view s, int base = 10) {
   return v;
 }
 
+// An open body_file; closes on destruction.
+class BodyFile {
+ public:
+  BodyFile() = default;
+  ~BodyFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  BodyFile(const BodyFile&) = delete;
+  BodyFile& operator=(const BodyFile&) = delete;
+
+  Status Open(const std::filesystem::path& path) {
+    path_ = path;
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      const int e = errno;
+      return Error(e == ENOENT ? Errc::kNotFound : Errc::kIo, "request body " + path.string() + ": cannot open: " + std::strerror(e));
+    }
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) return Error(Errc::kIo, "request body " + path.string() + ": stat: " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) return Error(Errc::kInvalidArgument, "request body " + path.string() + ": not a regular file");
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    return OkStatus();
+  }
+  bool open() const { return fd_ >= 0; }
+  std::uint64_t size() const { return size_; }
+
+  // Exactly `n` bytes at `offset`; a file that ended early changed underneath.
+  Status ReadAt(char* buf, std::size_t n, std::uint64_t offset) {
+    std::size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd_, buf + got, n - got, static_cast<off_t>(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return Error(Errc::kIo, "request body " + path_.string() + ": read: " + std::strerror(errno));
+      if (r == 0) {
+        return Error(Errc::kIo, "request body " + path_.string() + ": changed while it was sent: it ended after " +
+                                    std::to_string(offset + got) + " of " + std::to_string(size_) + " bytes");
+      }
+      got += static_cast<std::size_t>(r);
+    }
+    return OkStatus();
+  }
+
+  // After the last byte: the file must not have grown either.
+  Status CheckUnchanged() {
+    char c;
+    ssize_t r;
+    do {
+      r = ::pread(fd_, &c, 1, static_cast<off_t>(size_));
+    } while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      return Error(Errc::kIo, "request body " + path_.string() + ": changed while it was sent: it grew past " +
+                                  std::to_string(size_) + " bytes");
+    }
+    return OkStatus();
+  }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+// Token bucket for uploads, as the downloader's: `limit` bytes per second, at most one second of
+// burst, starting empty so the long-run rate never exceeds the limit.
+class UploadThrottle {
+ public:
+  explicit UploadThrottle(const HttpRequest& request) : request_(request), last_(std::chrono::steady_clock::now()) {}
+
+  std::uint64_t Limit() const {
+    return request_.live_bandwidth_limit != nullptr ? request_.live_bandwidth_limit->load()
+                                                    : request_.bandwidth_limit_bytes_per_second;
+  }
+
+  void Take(std::uint64_t bytes) {
+    const std::uint64_t limit = Limit();
+    Refill(limit);
+    if (limit == 0) return;
+    tokens_ -= static_cast<double>(bytes);
+    while (tokens_ < 0) {
+      const double seconds = std::min(-tokens_ / static_cast<double>(limit), 0.25);
+      std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9) + 1));
+      Refill(limit);
+    }
+  }
+
+ private:
+  void Refill(std::uint64_t limit) {
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+    if (limit == 0) {
+      tokens_ = 0;
+      return;
+    }
+    tokens_ = std::min(tokens_ + elapsed * static_cast<double>(limit), static_cast<double>(limit));
+  }
+
+  const HttpRequest& request_;
+  std::chrono::steady_clock::time_point last_;
+  double tokens_ = 0;
+};
+
+constexpr std::size_t kUploadChunk = 1u << 20;
+
 class Client final : public HttpClient {
  public:
   Client(HttpClientOptions options, SSL_CTX* ctx) : options_(std::move(options)), ctx_(ctx) {}
@@ -302,9 +419,18 @@ class Client final : public HttpClient {
     if (request.method.empty() || request.method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") != std::string::npos) {
       return Error(Errc::kInvalidArgument, "HTTP method '" + request.method + "' is not an upper-case token");
     }
+    BodyFile file;
+    if (!request.body_file.empty()) {
+      if (!request.body.empty()) {
+        return Error(Errc::kInvalidArgument, what + ": both a body and a body file (" + request.body_file.string() + ")");
+      }
+      UPK_TRY(file.Open(request.body_file));
+    }
     std::string head = request.method + " " + url.target + " HTTP/1.1\r\nHost: " + url.host_header +
                        "\r\nUser-Agent: " + options_.user_agent + "\r\nConnection: close\r\n";
-    if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
+    if (file.open()) {
+      head += "Content-Length: " + std::to_string(file.size()) + "\r\n";
+    } else if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
       head += "Content-Length: " + std::to_string(request.body.size()) + "\r\n";
     }
     for (const auto& [k, v] : request.headers) {
@@ -317,14 +443,23 @@ class Client final : public HttpClient {
 
     Connection conn(what, options_.timeout);
     UPK_TRY(conn.Connect(url, ctx_));
-    UPK_TRY(conn.WriteAll(head));
-    if (!request.body.empty()) UPK_TRY(conn.WriteAll(request.body));
+    // A send error may mean the peer answered early and closed: its answer is worth more.
+    Status sent = conn.WriteAll(head);
+    if (sent.ok() && !request.body.empty()) sent = conn.WriteAll(request.body);
+    if (sent.ok() && file.open()) {
+      bool send_failed = false;
+      Status streamed = SendFile(conn, file, request, send_failed);
+      if (!streamed.ok() && !send_failed) return streamed.error();
+      sent = streamed;
+    }
+    if (sent.ok() && request.response_timeout.count() > 0) conn.SetReceiveTimeout(request.response_timeout);
 
     Reader reader(conn);
     HttpResponse response;
     // Interim 1xx answers are skipped.
     for (;;) {
-      UPK_TRY(ReadHead(reader, what, response));
+      Status head_read = ReadHead(reader, what, response);
+      if (!head_read.ok()) return sent.ok() ? head_read.error() : sent.error();
       if (response.status >= 200) break;
     }
     const bool stream = sink != nullptr && response.status >= 200 && response.status < 300;
@@ -356,6 +491,29 @@ class Client final : public HttpClient {
 
  private:
   static constexpr std::uint64_t kMaxErrorBody = 64 * 1024;
+
+  // Streams the file; `send_failed` tells a connection error from a file error.
+  static Status SendFile(Connection& conn, BodyFile& file, const HttpRequest& request, bool& send_failed) {
+    UploadThrottle throttle(request);
+    std::vector<char> buf(std::min<std::uint64_t>(kUploadChunk, file.size()));
+    std::uint64_t sent = 0;
+    while (sent < file.size()) {
+      const std::uint64_t limit = throttle.Limit();
+      // Under a limit, smaller chunks keep the pace smooth (a quarter second each).
+      const std::uint64_t chunk = limit == 0 ? kUploadChunk : std::clamp<std::uint64_t>(limit / 4, 16 * 1024, kUploadChunk);
+      const auto n = static_cast<std::size_t>(std::min(chunk, file.size() - sent));
+      UPK_TRY(file.ReadAt(buf.data(), n, sent));
+      throttle.Take(n);
+      Status w = conn.WriteAll(std::string_view(buf.data(), n));
+      if (!w.ok()) {
+        send_failed = true;
+        return w.error();
+      }
+      sent += n;
+      if (request.upload_progress) UPK_TRY(request.upload_progress(sent, file.size()));
+    }
+    return file.CheckUnchanged();
+  }
   static constexpr const char* kTruncated = "error body truncated";
 
   template <typename Deliver>

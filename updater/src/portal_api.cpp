@@ -29,11 +29,14 @@ using net::Response;
 
 namespace {
 
-constexpr std::size_t kKeyBodyBytes = 16 * 1024;
+constexpr std::size_t kKeyBodyBytes = 16 * 1024;     // {"download_key"}: as it always was
+constexpr std::size_t kKeysBodyBytes = 512 * 1024;   // {"download_keys"}: 64 keys of up to 4 KiB, escaped
+constexpr std::size_t kMaxClusterKeys = 64;          // as many as a cluster has nodes
 constexpr std::size_t kReportBodyBytes = 1u << 20;
-constexpr std::size_t kFormBodyBytes = 16 * 1024;
+constexpr std::size_t kFormBodyBytes = 512 * 1024;   // the key textarea may hold a whole cluster's keys
 constexpr std::size_t kReportFormBodyBytes = 3u << 20;  // a 1 MiB report, percent-encoded
 constexpr std::chrono::minutes kCleanupInterval{10};
+constexpr std::chrono::hours kPartFileAge{1};  // a ".part" older than this was left by a crash
 
 // ---- small helpers ----------------------------------------------------------------------------
 
@@ -102,6 +105,51 @@ std::pair<std::string, std::string> ErrorOf(const Response& r) {
     return {code, message};
   }
   return {"error", "the request failed (status " + std::to_string(r.status) + ")"};
+}
+
+// The same error answer with `prefix` in front of its message (which key of a cluster failed).
+Response Prefixed(Response r, const std::string& prefix) {
+  auto parsed = ParseJson(r.body);
+  if (parsed.ok() && parsed->is_object() && parsed->contains("error") && (*parsed)["error"].is_object()) {
+    Json& e = (*parsed)["error"];
+    if (e.contains("message") && e["message"].is_string()) {
+      e["message"] = prefix + e["message"].get<std::string>();
+      r.body = parsed->dump();
+    }
+  }
+  return r;
+}
+
+// "key 2 of 3 (apl-...): " (the id once the key decoded).
+std::string KeyLabel(std::size_t index, std::size_t count, const std::string& appliance_id) {
+  std::string out = "key " + std::to_string(index + 1) + " of " + std::to_string(count);
+  if (!appliance_id.empty()) out += " (" + appliance_id + ")";
+  return out + ": ";
+}
+
+// The keys pasted into one textarea: a new key starts at every "UPK1" (case-insensitive; "1" is
+// not a base32 letter, so it never occurs inside a key); a key's own line breaks stay in it. Text
+// before the first prefix is a key of its own (a key may be pasted without its prefix). Blank
+// pieces are dropped.
+std::vector<std::string> SplitKeys(std::string_view text) {
+  auto upper = [](char ch) { return ch >= 'a' && ch <= 'z' ? static_cast<char>(ch - 'a' + 'A') : ch; };
+  auto prefix_at = [&](std::size_t i) {
+    return i + 4 <= text.size() && upper(text[i]) == 'U' && upper(text[i + 1]) == 'P' && upper(text[i + 2]) == 'K' &&
+           text[i + 3] == '1';
+  };
+  auto blank = [](std::string_view piece) {
+    return piece.find_first_not_of(" \t\r\n-") == std::string_view::npos;
+  };
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (std::size_t i = 1; i <= text.size(); ++i) {
+    if (i == text.size() || prefix_at(i)) {
+      std::string_view piece = text.substr(start, i - start);
+      if (!blank(piece)) out.emplace_back(piece);
+      start = i;
+    }
+  }
+  return out;
 }
 
 std::string FormatOffset(std::int64_t seconds) {
@@ -202,12 +250,36 @@ struct PortalApi {
     return OkStatus();
   }
 
-  // Every check on a key, in the documented order.
-  std::variant<CheckedKey, Response> CheckKey(std::string_view text) const {
+  // A key older than the newest one seen from its appliance: the 409 answer (else nullopt).
+  static Expected<std::optional<Response>> Superseded(db::Connection& c, const trust::DownloadKey& key) {
+    UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT issued_at, first_seen FROM portal_keys WHERE appliance_id = $1 "
+                                        "ORDER BY issued_at DESC LIMIT 1",
+                                        key.appliance_id));
+    if (r.rows() == 0) return std::optional<Response>();
+    UPK_TRY_ASSIGN(SysTime issued, r.Get<SysTime>(0, "issued_at"));
+    UPK_TRY_ASSIGN(SysTime first_seen, r.Get<SysTime>(0, "first_seen"));
+    if (issued <= key.issued) return std::optional<Response>();
+    return std::optional<Response>(ApiError(409, "download_key_replayed",
+                                            "a newer download key from this appliance was used on " +
+                                                FormatTimestamp(first_seen) + "; use the newest (this one was made " +
+                                                FormatTimestamp(key.issued) + ")"));
+  }
+
+  // Every check on a key, in the documented order, recording nothing. `before` are the keys
+  // checked before this one in the same submission: the same appliance twice is refused.
+  std::variant<CheckedKey, Response> VerifyKey(std::string_view text, const std::vector<CheckedKey>& before,
+                                               std::string& appliance_id) const {
     auto decoded = trust::DecodeDownloadKey(text);
     if (!decoded.ok()) return ApiError(400, "invalid_download_key", decoded.error().message());
     CheckedKey out;
     out.key = decoded->key;
+    appliance_id = out.key.appliance_id;
+    for (std::size_t i = 0; i < before.size(); ++i) {
+      if (before[i].key.appliance_id == appliance_id) {
+        return ApiError(400, "duplicate_appliance", "the same appliance as key " + std::to_string(i + 1) +
+                                                        ": give one download key per node");
+      }
+    }
     auto found = FindAppliance(out.key.appliance_id);
     if (auto* r = std::get_if<Response>(&found)) return std::move(*r);
     out.who = std::get<Resolved>(std::move(found));
@@ -221,33 +293,80 @@ struct PortalApi {
       return ApiError(400, "clock_skew", offset.error().message());
     }
     out.offset = *offset;
-    // Superseded: a key older than the newest one seen from this appliance is refused; the same
-    // key again is fine. A key that passes is recorded as seen (under the appliance's row lock,
-    // so two keys racing are ordered), which makes every older key of it stale from now on.
-    auto seen = ctx->Transact<bool>("download key", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
-      if (out.who.is_new) UPK_TRY(InsertAppliance(c, *out.who.appliance, now));
-      UPK_TRY(c.Exec("SELECT 1 FROM appliances WHERE appliance_id = $1 FOR UPDATE", out.key.appliance_id));
-      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT issued_at, first_seen FROM portal_keys WHERE appliance_id = $1 "
-                                          "ORDER BY issued_at DESC LIMIT 1",
-                                          out.key.appliance_id));
-      if (r.rows() > 0) {
-        UPK_TRY_ASSIGN(SysTime issued, r.Get<SysTime>(0, "issued_at"));
-        UPK_TRY_ASSIGN(SysTime first_seen, r.Get<SysTime>(0, "first_seen"));
-        if (issued > out.key.issued) {
-          reject = ApiError(409, "download_key_replayed",
-                            "a newer download key from this appliance was used on " + FormatTimestamp(first_seen) +
-                                "; use the newest (this one was made " + FormatTimestamp(out.key.issued) + ")");
+    if (!out.who.is_new) {
+      // Looked at here too so that, in a cluster, the first failing key is the one named; the
+      // recording transaction checks again under the row lock.
+      auto stale = ctx->Transact<bool>("download key", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
+        UPK_TRY_ASSIGN(auto superseded, Superseded(c, out.key));
+        if (superseded) {
+          reject = std::move(*superseded);
           return Error(Errc::kPolicy, "superseded");
         }
+        return true;
+      }, db::TxOptions{.read_only = true});
+      if (auto* r = std::get_if<Response>(&stale)) return std::move(*r);
+    }
+    return out;
+  }
+
+  // Records keys that passed VerifyKey as seen, all or none (under their appliances' row locks,
+  // taken in id order, so two submissions racing are ordered): every older key of these
+  // appliances is stale from now on. With `label`, a refusal names the key ("key 2 of 3 (...)").
+  std::optional<Response> RecordKeys(std::vector<CheckedKey>& keys, bool label) const {
+    std::vector<std::size_t> order(keys.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t x, std::size_t y) { return keys[x].key.appliance_id < keys[y].key.appliance_id; });
+    const SysTime now = ctx->clock.Now();
+    auto seen = ctx->Transact<bool>("download key", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
+      for (std::size_t i : order) {
+        if (keys[i].who.is_new) UPK_TRY(InsertAppliance(c, *keys[i].who.appliance, now));
+        UPK_TRY(c.Exec("SELECT 1 FROM appliances WHERE appliance_id = $1 FOR UPDATE", keys[i].key.appliance_id));
       }
-      UPK_TRY(c.Exec("INSERT INTO portal_keys (appliance_id, nonce, issued_at, first_seen) VALUES ($1, $2, $3, $4) "
-                     "ON CONFLICT (appliance_id, nonce) DO NOTHING",
-                     out.key.appliance_id, out.key.nonce_hex(), out.key.issued, now));
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        const trust::DownloadKey& key = keys[i].key;
+        UPK_TRY_ASSIGN(auto superseded, Superseded(c, key));
+        if (superseded) {
+          reject = label ? Prefixed(std::move(*superseded), KeyLabel(i, keys.size(), key.appliance_id))
+                         : std::move(*superseded);
+          return Error(Errc::kPolicy, "superseded");
+        }
+        UPK_TRY(c.Exec("INSERT INTO portal_keys (appliance_id, nonce, issued_at, first_seen) VALUES ($1, $2, $3, $4) "
+                       "ON CONFLICT (appliance_id, nonce) DO NOTHING",
+                       key.appliance_id, key.nonce_hex(), key.issued, now));
+      }
       return true;
     });
     if (auto* r = std::get_if<Response>(&seen)) return std::move(*r);
-    out.who.is_new = false;  // its row exists now
-    return out;
+    for (CheckedKey& k : keys) k.who.is_new = false;  // its row exists now
+    return std::nullopt;
+  }
+
+  std::variant<CheckedKey, Response> CheckKey(std::string_view text) const {
+    std::string id;
+    auto checked = VerifyKey(text, {}, id);
+    if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
+    std::vector<CheckedKey> one{std::get<CheckedKey>(std::move(checked))};
+    if (auto r = RecordKeys(one, false)) return std::move(*r);
+    return std::move(one.front());
+  }
+
+  // A cluster's keys: each gets every check, the first failing one is named, and nothing is
+  // recorded unless all pass.
+  std::variant<std::vector<CheckedKey>, Response> CheckKeys(const std::vector<std::string>& texts) const {
+    if (texts.empty() || texts.size() > kMaxClusterKeys) {
+      return ApiError(400, "invalid_field", "give 1.." + std::to_string(kMaxClusterKeys) + " download keys (one per node), not " +
+                                                std::to_string(texts.size()));
+    }
+    std::vector<CheckedKey> keys;
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      std::string id;
+      auto checked = VerifyKey(texts[i], keys, id);
+      if (auto* r = std::get_if<Response>(&checked)) return Prefixed(std::move(*r), KeyLabel(i, texts.size(), id));
+      keys.push_back(std::get<CheckedKey>(std::move(checked)));
+    }
+    if (auto r = RecordKeys(keys, true)) return std::move(*r);
+    return keys;
   }
 
   // The plan a check-in in state `installed` would get, with what was already downloaded withheld.
@@ -372,164 +491,118 @@ struct PortalApi {
     return e;
   }
 
-  // The offers answer (JSON API and page).
-  std::variant<Json, Response> Offers(std::string_view key_text) const {
-    auto checked = CheckKey(key_text);
-    if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
-    const CheckedKey& k = std::get<CheckedKey>(checked);
-    auto planned = Plan(*k.who.appliance, k.key.installed);
-    if (auto* r = std::get_if<Response>(&planned)) return std::move(*r);
-    const PortalPlan& plan = std::get<PortalPlan>(planned);
-    Json out{{"appliance_id", k.key.appliance_id},
-             {"clock_offset_seconds", k.offset},
-             {"key_expires", FormatTimestamp(k.key.expires())},
-             {"updates", StepsJson(plan)},
-             {"bundle_bytes", 0}};
-    if (OfferedCount(plan) > 0) {
-      // The size of the bundle as it would be built now (the signed assignment estimated).
-      auto entries = MetadataEntries();
-      if (auto* r = std::get_if<Response>(&entries)) return std::move(*r);
-      auto list = std::get<std::vector<bundle::EntrySource>>(std::move(entries));
-      trust::Assignment a;
-      a.appliance_id = k.key.appliance_id;
-      a.state_digest = k.key.state_digest();
-      a.issued = plan.now;
-      a.expires = plan.now + ctx->config.bundle_validity;
-      a.nonce = k.key.nonce_hex();
-      a.channel = k.who.appliance->channel;
-      for (const PortalStep& s : plan.steps) {
-        if (!s.withheld) a.steps.push_back(s.step);
+  // One appliance of a submission: who, in which state, from which key (none: support).
+  struct Node {
+    Resolved who;
+    packages::Installed installed;
+    const trust::DownloadKey* key = nullptr;
+    PortalPlan plan;
+  };
+
+  // The assignment of a node's offered steps, unsigned (issued now, bundle_validity).
+  trust::Assignment AssignmentOf(const Node& n) const {
+    trust::Assignment a;
+    a.appliance_id = n.who.appliance->appliance_id;
+    a.state_digest = trust::StateDigest(n.installed);
+    a.issued = n.plan.now;
+    a.expires = n.plan.now + ctx->config.bundle_validity;
+    if (n.key) a.nonce = n.key->nonce_hex();
+    a.channel = n.who.appliance->channel;
+    for (const PortalStep& s : n.plan.steps) {
+      if (!s.withheld) a.steps.push_back(s.step);
+    }
+    return a;
+  }
+
+  // Each blob once, in the order the assignments first need it (a cluster shares packages).
+  std::vector<bundle::EntrySource> BlobEntries(const std::vector<trust::Assignment>& assignments) const {
+    std::vector<bundle::EntrySource> out;
+    std::set<std::string> seen;
+    for (const auto& a : assignments) {
+      for (const auto& s : a.steps) {
+        if (seen.insert(s.sha256).second) out.push_back(BlobEntry(s));
       }
-      bundle::EntrySource assignment;
-      assignment.info.type = bundle::EntryType::kAssignment;
-      assignment.info.name = k.key.appliance_id;
-      // Signatures and re-sealed keys are about this size again on top of the body.
-      assignment.data = Json{{"signatures", Json::array({Json{{"keyid", std::string(64, '0')}, {"sig", std::string(128, '0')}}})},
-                             {"signed", a.ToJson()}}
-                            .dump();
-      list.push_back(std::move(assignment));
-      for (const auto& s : a.steps) list.push_back(BlobEntry(s));
-      auto size = bundle::BundleSize(std::string(32, '0'), plan.now, {k.key.appliance_id}, list);
-      if (size.ok()) out["bundle_bytes"] = *size;
     }
     return out;
   }
 
-  // Builds a bundle for `who` in state `installed` (bound to `key` when there is one), records it.
-  std::variant<Json, Response> Build(const Resolved& who, const packages::Installed& installed,
-                                     const trust::DownloadKey* key, const std::string& actor,
-                                     const std::string& action) const {
-    const CachedAppliance& appliance = *who.appliance;
-    auto planned = Plan(appliance, installed);
+  // The size of the bundle of `assignments` as it would be built now (signatures estimated).
+  std::uint64_t EstimateBytes(const std::vector<bundle::EntrySource>& metadata,
+                              const std::vector<trust::Assignment>& assignments, SysTime now) const {
+    std::vector<bundle::EntrySource> list = metadata;
+    std::vector<std::string> ids;
+    for (const auto& a : assignments) {
+      bundle::EntrySource e;
+      e.info.type = bundle::EntryType::kAssignment;
+      e.info.name = a.appliance_id;
+      // Signatures and re-sealed keys are about this size again on top of the body.
+      e.data = Json{{"signatures", Json::array({Json{{"keyid", std::string(64, '0')}, {"sig", std::string(128, '0')}}})},
+                    {"signed", a.ToJson()}}
+                   .dump();
+      list.push_back(std::move(e));
+      ids.push_back(a.appliance_id);
+    }
+    for (auto& e : BlobEntries(assignments)) list.push_back(std::move(e));
+    auto size = bundle::BundleSize(std::string(32, '0'), now, ids, list);
+    return size.ok() ? *size : 0;
+  }
+
+  // The offers answer of one checked key (JSON API and page), its plan in `node`.
+  std::variant<Json, Response> OfferOne(const CheckedKey& k, Node& node,
+                                        std::optional<std::vector<bundle::EntrySource>>& metadata) const {
+    node.who = k.who;
+    node.installed = k.key.installed;
+    node.key = &k.key;
+    auto planned = Plan(*k.who.appliance, k.key.installed);
     if (auto* r = std::get_if<Response>(&planned)) return std::move(*r);
-    const PortalPlan& plan = std::get<PortalPlan>(planned);
-    if (OfferedCount(plan) == 0) return ApiError(409, "nothing_to_download", plan.nothing_reason);
-
-    auto metadata = MetadataEntries();
-    if (auto* r = std::get_if<Response>(&metadata)) return std::move(*r);
-    std::vector<bundle::EntrySource> entries = std::get<std::vector<bundle::EntrySource>>(std::move(metadata));
-
-    trust::Assignment a;
-    a.appliance_id = appliance.appliance_id;
-    a.state_digest = trust::StateDigest(installed);
-    a.issued = plan.now;
-    a.expires = plan.now + ctx->config.bundle_validity;
-    if (key) a.nonce = key->nonce_hex();
-    a.channel = appliance.channel;
-    for (const PortalStep& s : plan.steps) {
-      if (!s.withheld) a.steps.push_back(s.step);
+    node.plan = std::get<PortalPlan>(std::move(planned));
+    Json out{{"appliance_id", k.key.appliance_id},
+             {"clock_offset_seconds", k.offset},
+             {"key_expires", FormatTimestamp(k.key.expires())},
+             {"updates", StepsJson(node.plan)},
+             {"bundle_bytes", 0}};
+    if (OfferedCount(node.plan) > 0) {
+      if (!metadata) {
+        auto entries = MetadataEntries();
+        if (auto* r = std::get_if<Response>(&entries)) return std::move(*r);
+        metadata = std::get<std::vector<bundle::EntrySource>>(std::move(entries));
+      }
+      out["bundle_bytes"] = EstimateBytes(*metadata, {AssignmentOf(node)}, node.plan.now);
     }
-    auto signed_doc = ctx->keyserver.Sign("assignment", a.ToJson());
-    if (!signed_doc.ok()) {
-      if (signed_doc.error().code() == Errc::kNotFound) return ApiError(404, "unknown_appliance", "appliance is not enrolled");
-      if (signed_doc.error().code() == Errc::kPolicy) {
-        return ApiError(403, "appliance_revoked", "appliance " + appliance.appliance_id + " has been revoked");
-      }
-      return ctx->KeyserverFailure("sign assignment", signed_doc.error());
-    }
-    bundle::EntrySource assignment;
-    assignment.info.type = bundle::EntryType::kAssignment;
-    assignment.info.name = appliance.appliance_id;
-    assignment.data = signed_doc->dump();
-    entries.push_back(std::move(assignment));
-    for (const auto& s : a.steps) entries.push_back(BlobEntry(s));
+    return out;
+  }
 
-    const std::string bundle_id = Hex(ctx->random, 16);
-    const std::string token = Hex(ctx->random, 16);
-    const std::string file_name = appliance.appliance_id + "-" + bundle_id.substr(0, 8) + ".upkb";
-    const std::filesystem::path out = BundleDir() / (token + ".upkb");
-    std::error_code ec;
-    std::filesystem::create_directories(BundleDir(), ec);
-    if (ec) return ApiError(500, "internal", "cannot create the bundle directory");
-    auto written = bundle::WriteBundle(out, bundle_id, plan.now, {appliance.appliance_id}, std::move(entries));
-    if (!written.ok()) {
-      ctx->Log("portal: bundle for " + appliance.appliance_id + " failed: " + written.error().message());
-      return ApiError(500, "bundle_failed", "the bundle could not be written: " + written.error().message());
-    }
-    const std::uint64_t bytes = written->TotalBytes();
-    const SysTime link_expires = plan.now + ctx->config.bundle_link_validity;
+  std::variant<Json, Response> Offers(std::string_view key_text) const {
+    auto checked = CheckKey(key_text);
+    if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
+    Node node;
+    std::optional<std::vector<bundle::EntrySource>> metadata;
+    return OfferOne(std::get<CheckedKey>(checked), node, metadata);
+  }
 
-    Json steps = Json::array();
-    for (const auto& s : a.steps) steps.push_back(Json{{"name", s.name}, {"version", s.version.ToString()}});
-    auto done = ctx->Transact<bool>("portal bundle", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
-      const SysTime now = plan.now;
-      if (who.is_new) UPK_TRY(InsertAppliance(c, appliance, now));
-      // Under the appliance's row lock, two bundles for one appliance are built one after the
-      // other: a key superseded meanwhile, or a step another request just bundled, is refused.
-      UPK_TRY(c.Exec("SELECT 1 FROM appliances WHERE appliance_id = $1 FOR UPDATE", appliance.appliance_id));
-      for (const auto& s : a.steps) {
-        UPK_TRY_ASSIGN(db::Result taken, c.Exec("SELECT downloaded_at FROM portal_downloads WHERE appliance_id = $1 "
-                                                "AND name = $2 AND version = $3",
-                                                appliance.appliance_id, s.name, s.version.ToString()));
-        if (taken.rows() > 0) {
-          reject = ApiError(409, "nothing_to_download",
-                            s.name + " " + s.version.ToString() + " was put in another bundle for appliance " +
-                                appliance.appliance_id + " meanwhile; support can re-enable it");
-          return Error(Errc::kPolicy, "raced");
-        }
-      }
-      if (key) {
-        UPK_TRY_ASSIGN(db::Result newer, c.Exec("SELECT first_seen FROM portal_keys WHERE appliance_id = $1 AND "
-                                                "issued_at > $2 ORDER BY issued_at DESC LIMIT 1",
-                                                appliance.appliance_id, key->issued));
-        if (newer.rows() > 0) {
-          UPK_TRY_ASSIGN(SysTime seen, newer.Get<SysTime>(0, "first_seen"));
-          reject = ApiError(409, "download_key_replayed",
-                            "a newer download key from this appliance was used on " + FormatTimestamp(seen) +
-                                "; use the newest");
-          return Error(Errc::kPolicy, "replayed");
-        }
-        UPK_TRY(c.Exec("INSERT INTO portal_keys (appliance_id, nonce, issued_at, first_seen) VALUES ($1, $2, $3, $4) "
-                       "ON CONFLICT (appliance_id, nonce) DO NOTHING",
-                       appliance.appliance_id, key->nonce_hex(), key->issued, now));
-      }
-      UPK_TRY(c.Exec("INSERT INTO portal_bundles (bundle_id, token, appliance_id, file_name, bytes, created_at, expires_at) "
-                     "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                     bundle_id, token, appliance.appliance_id, file_name, static_cast<std::int64_t>(bytes), now,
-                     link_expires));
-      for (const auto& s : a.steps) {
-        UPK_TRY(c.Exec("INSERT INTO portal_downloads (appliance_id, name, version, bundle_id, downloaded_at) "
-                       "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appliance_id, name, version) DO UPDATE SET "
-                       "bundle_id = EXCLUDED.bundle_id, downloaded_at = EXCLUDED.downloaded_at",
-                       appliance.appliance_id, s.name, s.version.ToString(), bundle_id, now));
-      }
-      // Like a check-in: the rollout waves that gate these steps count this appliance, so the
-      // success events of its install report drive their thresholds.
-      for (const auto& [rollout, wave] : plan.new_members) {
-        UPK_TRY(c.Exec("INSERT INTO rollout_members (rollout_id, appliance_id, wave, status, updated_at) "
-                       "VALUES ($1, $2, $3, 'assigned', $4) ON CONFLICT (rollout_id, appliance_id) DO NOTHING",
-                       rollout, appliance.appliance_id, wave, now));
-      }
-      Json detail{{"appliance_id", appliance.appliance_id}, {"bundle_id", bundle_id}, {"steps", steps}, {"bytes", bytes}};
-      detail["key_nonce"] = key ? Json(key->nonce_hex()) : Json(nullptr);
-      UPK_TRY(InsertAudit(c, now, actor, action, appliance.appliance_id, detail));
-      return true;
-    });
-    if (auto* r = std::get_if<Response>(&done)) {
-      std::filesystem::remove(out, ec);
-      return std::move(*r);
+  // A cluster's offers: {"appliances": [each node's offers], "bundle_bytes" (of the one bundle)}.
+  std::variant<Json, Response> OffersMany(const std::vector<std::string>& texts) const {
+    auto checked = CheckKeys(texts);
+    if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
+    const auto& keys = std::get<std::vector<CheckedKey>>(checked);
+    std::vector<Node> nodes(keys.size());
+    std::optional<std::vector<bundle::EntrySource>> metadata;
+    Json list = Json::array();
+    std::vector<trust::Assignment> assignments;
+    std::size_t offered = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      auto one = OfferOne(keys[i], nodes[i], metadata);
+      if (auto* r = std::get_if<Response>(&one)) return Prefixed(std::move(*r), KeyLabel(i, keys.size(), keys[i].key.appliance_id));
+      list.push_back(std::get<Json>(std::move(one)));
+      assignments.push_back(AssignmentOf(nodes[i]));
+      offered += OfferedCount(nodes[i].plan);
     }
-    if (!plan.new_members.empty()) fleet->Forget(appliance.appliance_id);  // reload its memberships
+    Json out{{"appliances", std::move(list)}, {"bundle_bytes", 0}};
+    if (offered > 0 && metadata) out["bundle_bytes"] = EstimateBytes(*metadata, assignments, nodes.front().plan.now);
+    return out;
+  }
+
+  static Json OfferedJson(const PortalPlan& plan) {
     Json updates = Json::array();
     for (const PortalStep& s : plan.steps) {
       if (s.withheld) continue;
@@ -539,19 +612,203 @@ struct PortalApi {
                              {"size", s.step.length},
                              {"reason", s.reason}});
     }
-    return Json{{"bundle_id", bundle_id},
+    return updates;
+  }
+
+  // Builds one bundle for `nodes` (one assignment each, every needed blob once), records it.
+  // `cluster`: the answer lists the nodes and refusals name the node's key.
+  std::variant<Json, Response> Build(std::vector<Node> nodes, const std::string& actor, const std::string& action,
+                                     bool cluster) const {
+    auto label = [&](std::size_t i) {
+      return cluster ? KeyLabel(i, nodes.size(), nodes[i].who.appliance->appliance_id) : std::string();
+    };
+    std::size_t offered = 0;
+    std::string nothing;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      auto planned = Plan(*nodes[i].who.appliance, nodes[i].installed);
+      if (auto* r = std::get_if<Response>(&planned)) return Prefixed(std::move(*r), label(i));
+      nodes[i].plan = std::get<PortalPlan>(std::move(planned));
+      offered += OfferedCount(nodes[i].plan);
+      nothing += (nothing.empty() ? "" : "; ") + nodes[i].plan.nothing_reason;
+    }
+    if (offered == 0) return ApiError(409, "nothing_to_download", nothing);
+
+    auto metadata = MetadataEntries();
+    if (auto* r = std::get_if<Response>(&metadata)) return std::move(*r);
+    std::vector<bundle::EntrySource> entries = std::get<std::vector<bundle::EntrySource>>(std::move(metadata));
+
+    // One assignment per node, each signed by the director for that node (the keyserver seals
+    // its content keys to that node); a node with nothing offered gets one with no steps.
+    std::vector<trust::Assignment> assignments;
+    std::vector<std::string> ids;
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      const std::string& id = nodes[i].who.appliance->appliance_id;
+      assignments.push_back(AssignmentOf(nodes[i]));
+      auto signed_doc = ctx->keyserver.Sign("assignment", assignments.back().ToJson());
+      if (!signed_doc.ok()) {
+        if (signed_doc.error().code() == Errc::kNotFound) {
+          return ApiError(404, "unknown_appliance", label(i) + "appliance is not enrolled");
+        }
+        if (signed_doc.error().code() == Errc::kPolicy) {
+          return ApiError(403, "appliance_revoked", label(i) + "appliance " + id + " has been revoked");
+        }
+        return Prefixed(ctx->KeyserverFailure("sign assignment", signed_doc.error()), label(i));
+      }
+      bundle::EntrySource assignment;
+      assignment.info.type = bundle::EntryType::kAssignment;
+      assignment.info.name = id;
+      assignment.data = signed_doc->dump();
+      entries.push_back(std::move(assignment));
+      ids.push_back(id);
+    }
+    for (auto& e : BlobEntries(assignments)) entries.push_back(std::move(e));
+
+    const SysTime now = nodes.front().plan.now;
+    const std::string& first = ids.front();
+    const std::string bundle_id = Hex(ctx->random, 16);
+    const std::string token = Hex(ctx->random, 16);
+    const std::string file_name =
+        (cluster ? "cluster-" + std::to_string(nodes.size()) + "-nodes" : first) + "-" + bundle_id.substr(0, 8) + ".upkb";
+    const std::filesystem::path out = BundleDir() / (token + ".upkb");
+    std::error_code ec;
+    std::filesystem::create_directories(BundleDir(), ec);
+    if (ec) return ApiError(500, "internal", "cannot create the bundle directory");
+    auto written = bundle::WriteBundle(out, bundle_id, now, ids, std::move(entries));
+    if (!written.ok()) {
+      ctx->Log("portal: bundle for " + first + (cluster ? " and its cluster" : "") +
+               " failed: " + written.error().message());
+      return ApiError(500, "bundle_failed", "the bundle could not be written: " + written.error().message());
+    }
+    const std::uint64_t bytes = written->TotalBytes();
+    const SysTime link_expires = now + ctx->config.bundle_link_validity;
+
+    auto done = ctx->Transact<bool>("portal bundle", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
+      // Under the appliances' row locks (taken in id order), two bundles for one appliance are
+      // built one after the other: a key superseded meanwhile, or a step another request just
+      // bundled, is refused.
+      std::vector<std::size_t> order(nodes.size());
+      for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return ids[x] < ids[y]; });
+      for (std::size_t i : order) {
+        if (nodes[i].who.is_new) UPK_TRY(InsertAppliance(c, *nodes[i].who.appliance, now));
+        UPK_TRY(c.Exec("SELECT 1 FROM appliances WHERE appliance_id = $1 FOR UPDATE", ids[i]));
+      }
+      for (std::size_t i = 0; i < nodes.size(); ++i) {
+        const std::string& id = ids[i];
+        for (const auto& s : assignments[i].steps) {
+          UPK_TRY_ASSIGN(db::Result taken, c.Exec("SELECT downloaded_at FROM portal_downloads WHERE appliance_id = $1 "
+                                                  "AND name = $2 AND version = $3",
+                                                  id, s.name, s.version.ToString()));
+          if (taken.rows() > 0) {
+            reject = ApiError(409, "nothing_to_download",
+                              label(i) + s.name + " " + s.version.ToString() + " was put in another bundle for appliance " +
+                                  id + " meanwhile; support can re-enable it");
+            return Error(Errc::kPolicy, "raced");
+          }
+        }
+        if (const trust::DownloadKey* key = nodes[i].key) {
+          UPK_TRY_ASSIGN(db::Result newer, c.Exec("SELECT first_seen FROM portal_keys WHERE appliance_id = $1 AND "
+                                                  "issued_at > $2 ORDER BY issued_at DESC LIMIT 1",
+                                                  id, key->issued));
+          if (newer.rows() > 0) {
+            UPK_TRY_ASSIGN(SysTime seen, newer.Get<SysTime>(0, "first_seen"));
+            reject = ApiError(409, "download_key_replayed",
+                              label(i) + "a newer download key from this appliance was used on " + FormatTimestamp(seen) +
+                                  "; use the newest");
+            return Error(Errc::kPolicy, "replayed");
+          }
+          UPK_TRY(c.Exec("INSERT INTO portal_keys (appliance_id, nonce, issued_at, first_seen) VALUES ($1, $2, $3, $4) "
+                         "ON CONFLICT (appliance_id, nonce) DO NOTHING",
+                         id, key->nonce_hex(), key->issued, now));
+        }
+      }
+      // One row per bundle (its link); a cluster bundle's row names its first node.
+      UPK_TRY(c.Exec("INSERT INTO portal_bundles (bundle_id, token, appliance_id, file_name, bytes, created_at, expires_at) "
+                     "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     bundle_id, token, first, file_name, static_cast<std::int64_t>(bytes), now, link_expires));
+      for (std::size_t i = 0; i < nodes.size(); ++i) {
+        const std::string& id = ids[i];
+        Json steps = Json::array();
+        for (const auto& s : assignments[i].steps) {
+          steps.push_back(Json{{"name", s.name}, {"version", s.version.ToString()}});
+          UPK_TRY(c.Exec("INSERT INTO portal_downloads (appliance_id, name, version, bundle_id, downloaded_at) "
+                         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appliance_id, name, version) DO UPDATE SET "
+                         "bundle_id = EXCLUDED.bundle_id, downloaded_at = EXCLUDED.downloaded_at",
+                         id, s.name, s.version.ToString(), bundle_id, now));
+        }
+        // Like a check-in: the rollout waves that gate these steps count this appliance, so the
+        // success events of its install report drive their thresholds.
+        for (const auto& [rollout, wave] : nodes[i].plan.new_members) {
+          UPK_TRY(c.Exec("INSERT INTO rollout_members (rollout_id, appliance_id, wave, status, updated_at) "
+                         "VALUES ($1, $2, $3, 'assigned', $4) ON CONFLICT (rollout_id, appliance_id) DO NOTHING",
+                         rollout, id, wave, now));
+        }
+        Json detail{{"appliance_id", id}, {"bundle_id", bundle_id}, {"steps", steps}, {"bytes", bytes}};
+        detail["key_nonce"] = nodes[i].key ? Json(nodes[i].key->nonce_hex()) : Json(nullptr);
+        if (cluster) detail["cluster"] = ids;
+        UPK_TRY(InsertAudit(c, now, actor, action, id, detail));
+      }
+      return true;
+    });
+    if (auto* r = std::get_if<Response>(&done)) {
+      std::filesystem::remove(out, ec);
+      return std::move(*r);
+    }
+    for (const Node& n : nodes) {
+      if (!n.plan.new_members.empty()) fleet->Forget(n.who.appliance->appliance_id);  // reload its memberships
+    }
+    Json answer{{"bundle_id", bundle_id},
                 {"url", "/portal/bundles/" + token + "/" + file_name},
                 {"bytes", bytes},
                 {"expires", FormatTimestamp(link_expires)},
-                {"valid_until", FormatTimestamp(a.expires)},
-                {"updates", std::move(updates)}};
+                {"valid_until", FormatTimestamp(assignments.front().expires)},
+                {"updates", Json::array()}};
+    if (!cluster) {
+      answer["updates"] = OfferedJson(nodes.front().plan);
+      return answer;
+    }
+    Json list = Json::array();
+    for (std::size_t i = 0; i < nodes.size(); ++i) {
+      Json updates = OfferedJson(nodes[i].plan);
+      for (Json u : updates) {
+        u["appliance_id"] = ids[i];
+        answer["updates"].push_back(std::move(u));
+      }
+      list.push_back(Json{{"appliance_id", ids[i]}, {"updates", std::move(updates)}});
+    }
+    answer["appliances"] = std::move(list);
+    return answer;
+  }
+
+  // One node, as before clusters.
+  std::variant<Json, Response> BuildOne(const Resolved& who, const packages::Installed& installed,
+                                        const trust::DownloadKey* key, const std::string& actor,
+                                        const std::string& action) const {
+    std::vector<Node> nodes(1);
+    nodes[0].who = who;
+    nodes[0].installed = installed;
+    nodes[0].key = key;
+    return Build(std::move(nodes), actor, action, false);
   }
 
   std::variant<Json, Response> BundleForKey(std::string_view key_text) const {
     auto checked = CheckKey(key_text);
     if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
     const CheckedKey& k = std::get<CheckedKey>(checked);
-    return Build(k.who, k.key.installed, &k.key, "portal", "portal.bundle");
+    return BuildOne(k.who, k.key.installed, &k.key, "portal", "portal.bundle");
+  }
+
+  std::variant<Json, Response> BundleForKeys(const std::vector<std::string>& texts) const {
+    auto checked = CheckKeys(texts);
+    if (auto* r = std::get_if<Response>(&checked)) return std::move(*r);
+    const auto& keys = std::get<std::vector<CheckedKey>>(checked);
+    std::vector<Node> nodes(keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      nodes[i].who = keys[i].who;
+      nodes[i].installed = keys[i].key.installed;
+      nodes[i].key = &keys[i].key;
+    }
+    return Build(std::move(nodes), "portal", "portal.bundle", true);
   }
 
   // The signed install report: verified with the appliance's key, events recorded like online.
@@ -612,35 +869,58 @@ struct PortalApi {
 
   // ---- JSON routes ----
 
-  static std::optional<std::string> KeyField(const Request& req, Json& body, Response& error) {
-    if (auto r = net::ParseJsonObject(req, {"download_key"}, body)) {
-      error = *r;
-      return std::nullopt;
+  // The body of the offers and bundles routes: {"download_key": TEXT} (one appliance, answered
+  // as before clusters) or {"download_keys": [TEXT, ...]} (1..64, a cluster).
+  struct Keys {
+    std::vector<std::string> texts;
+    bool cluster = false;
+  };
+  static std::variant<Keys, Response> KeysOf(const Request& req) {
+    Json body;
+    if (auto r = net::ParseJsonObject(req, {"download_key", "download_keys"}, body)) return *r;
+    Keys out;
+    if (body.contains("download_keys")) {
+      if (body.contains("download_key")) return ApiError(400, "invalid_body", "give 'download_key' or 'download_keys', not both");
+      const Json& list = body["download_keys"];
+      if (!list.is_array() || list.empty() || list.size() > kMaxClusterKeys) {
+        return ApiError(400, "invalid_field", "field 'download_keys': must be an array of 1.." +
+                                                  std::to_string(kMaxClusterKeys) + " download keys (one per node)");
+      }
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (!list[i].is_string()) {
+          return ApiError(400, "invalid_field", "field 'download_keys[" + std::to_string(i) + "]': must be a string");
+        }
+        out.texts.push_back(list[i].get<std::string>());
+      }
+      out.cluster = true;
+      return out;
+    }
+    // One key keeps its own limit (the route's is sized for a cluster's keys).
+    if (req.body().size() > kKeyBodyBytes) {
+      return ApiError(413, "body_too_large", "request body of " + std::to_string(req.body().size()) +
+                                                 " bytes exceeds the limit of " + std::to_string(kKeyBodyBytes) +
+                                                 " for one download key");
     }
     auto text = GetString(body, "download_key");
-    if (!text.ok()) {
-      error = net::BadField(text.error());
-      return std::nullopt;
-    }
-    return *text;
+    if (!text.ok()) return net::BadField(text.error());
+    out.texts.push_back(*text);
+    return out;
   }
 
   Response OffersRoute(const Request& req) const {
-    Json body;
-    Response error;
-    auto key = KeyField(req, body, error);
-    if (!key) return error;
-    auto got = Offers(*key);
+    auto keys = KeysOf(req);
+    if (auto* r = std::get_if<Response>(&keys)) return std::move(*r);
+    const Keys& k = std::get<Keys>(keys);
+    auto got = k.cluster ? OffersMany(k.texts) : Offers(k.texts.front());
     if (auto* r = std::get_if<Response>(&got)) return std::move(*r);
     return Response::Json(200, std::get<Json>(got));
   }
 
   Response BundlesRoute(const Request& req) const {
-    Json body;
-    Response error;
-    auto key = KeyField(req, body, error);
-    if (!key) return error;
-    auto got = BundleForKey(*key);
+    auto keys = KeysOf(req);
+    if (auto* r = std::get_if<Response>(&keys)) return std::move(*r);
+    const Keys& k = std::get<Keys>(keys);
+    auto got = k.cluster ? BundleForKeys(k.texts) : BundleForKey(k.texts.front());
     if (auto* r = std::get_if<Response>(&got)) return std::move(*r);
     return Response::Json(201, std::get<Json>(got));
   }
@@ -776,7 +1056,7 @@ struct PortalApi {
         return ApiError(400, "invalid_download_key", "the download key is for appliance " + k.key.appliance_id +
                                                          ", not " + appliance);
       }
-      auto got = Build(k.who, k.key.installed, &k.key, op.actor(), "support.bundle");
+      auto got = BuildOne(k.who, k.key.installed, &k.key, op.actor(), "support.bundle");
       if (auto* r = std::get_if<Response>(&got)) return std::move(*r);
       return Response::Json(201, std::get<Json>(got));
     }
@@ -811,22 +1091,60 @@ struct PortalApi {
       if (!version.ok()) return ApiError(400, "invalid_field", "field 'installed." + name + "': " + version.error().message());
       installed.emplace(name, *version);
     }
-    auto got = Build(resolved, installed, nullptr, op.actor(), "support.bundle");
+    auto got = BuildOne(resolved, installed, nullptr, op.actor(), "support.bundle");
     if (auto* r = std::get_if<Response>(&got)) return std::move(*r);
     return Response::Json(201, std::get<Json>(got));
   }
 
-  // The background job: links past their validity lose their file and row.
+  // The background job: links past their validity lose their file and row; a bundle file with
+  // no row (a crash between writing it and committing its row) is deleted once it is older than
+  // a link's validity, a ".part" left by a crash once it is older than an hour.
   Status Cleanup() const {
     auto conn = ctx->pool.Acquire();
     if (!conn.ok()) return conn.error();
-    UPK_TRY_ASSIGN(db::Result r, (*conn)->Exec("DELETE FROM portal_bundles WHERE expires_at <= $1 RETURNING token",
-                                               ctx->clock.Now()));
+    const SysTime now = ctx->clock.Now();
+    UPK_TRY_ASSIGN(db::Result r, (*conn)->Exec("DELETE FROM portal_bundles WHERE expires_at <= $1 RETURNING token", now));
     for (int i = 0; i < r.rows(); ++i) {
       UPK_TRY_ASSIGN(std::string token, r.Get<std::string>(i, "token"));
       std::error_code ec;
       std::filesystem::remove(BundleDir() / (token + ".upkb"), ec);
       if (ec) ctx->Log("portal: cannot delete expired bundle " + token + ": " + ec.message());
+    }
+    return RemoveOrphans(**conn, now);
+  }
+
+  Status RemoveOrphans(db::Connection& c, SysTime now) const {
+    std::error_code ec;
+    std::filesystem::directory_iterator it(BundleDir(), ec);
+    if (ec) return OkStatus();  // no bundle yet
+    std::vector<std::pair<std::filesystem::path, std::string>> candidates;  // (file, token): old, no row known yet
+    for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      const std::filesystem::path path = it->path();
+      const std::string name = path.filename().string();
+      const bool part = name.size() == 32 + 10 && name.ends_with(".upkb.part");
+      const bool whole = name.size() == 32 + 5 && name.ends_with(".upkb");
+      if ((!part && !whole) || !IsLowerHex(name.substr(0, 32), 32)) continue;  // not ours: left alone
+      std::error_code fec;
+      if (!it->is_regular_file(fec) || fec) continue;
+      const auto mtime = std::filesystem::last_write_time(path, fec);
+      if (fec) continue;
+      const auto modified = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::file_clock::to_sys(mtime));
+      if (part) {
+        if (now - modified > kPartFileAge) {
+          std::filesystem::remove(path, fec);
+          ctx->Log("portal: deleted an unfinished bundle file " + name + (fec ? " failed: " + fec.message() : ""));
+        }
+      } else if (now - modified > ctx->config.bundle_link_validity) {
+        candidates.emplace_back(path, name.substr(0, 32));
+      }
+    }
+    for (const auto& [path, token] : candidates) {
+      UPK_TRY_ASSIGN(db::Result row, c.Exec("SELECT 1 FROM portal_bundles WHERE token = $1", token));
+      if (row.rows() > 0) continue;
+      std::error_code fec;
+      std::filesystem::remove(path, fec);
+      ctx->Log("portal: deleted bundle file " + token + ".upkb, which has no download link" +
+               (fec ? " (failed: " + fec.message() + ")" : ""));
     }
     return OkStatus();
   }
@@ -879,8 +1197,9 @@ struct PortalApi {
     return out;
   }
 
-  static std::string OffersHtml(const Json& offers, const std::string& key, const std::string& error) {
-    std::string out = "<h2>2. Updates for " + HtmlEscape(offers["appliance_id"].get<std::string>()) + "</h2>";
+  // One appliance's updates table, under `heading`.
+  static std::string NodeHtml(const Json& offers, const std::string& heading) {
+    std::string out = heading + HtmlEscape(offers["appliance_id"].get<std::string>()) + "</h" + heading.substr(2, 1) + ">";
     out += "<p>Appliance clock: " + HtmlEscape(FormatOffset(offers["clock_offset_seconds"].get<std::int64_t>())) +
            ". This key expires " + HtmlEscape(offers["key_expires"].get<std::string>()) + ".</p>\n";
     if (offers["updates"].empty()) {
@@ -900,12 +1219,36 @@ struct PortalApi {
       }
       out += "</tbody></table>\n";
     }
+    return out;
+  }
+
+  // The offers of one key, or of a cluster's keys ({"appliances": [...]}), and the bundle button
+  // (the whole pasted text in a hidden field).
+  static std::string OffersHtml(const Json& offers, const std::string& key, const std::string& error) {
+    std::string out;
+    if (offers.contains("appliances")) {
+      out += "<h2>2. Updates for the " + std::to_string(offers["appliances"].size()) +
+             " nodes of the cluster (one bundle for all)</h2>\n";
+      for (const Json& node : offers["appliances"]) out += NodeHtml(node, "<h3>Node ");
+    } else {
+      out += NodeHtml(offers, "<h2>2. Updates for ");
+    }
     out += "<form method=\"post\" action=\"/portal/bundle\"><input type=\"hidden\" name=\"download_key\" value=\"" +
            HtmlEscape(key) + "\">";
     if (!error.empty()) out += "<p class=\"error\" role=\"alert\">" + HtmlEscape(error) + "</p>";
     out += "<p>Bundle size: about " + std::to_string(offers["bundle_bytes"].get<std::uint64_t>()) +
            " bytes.</p><p><button type=\"submit\">3. Download the bundle</button></p></form>\n";
     return out;
+  }
+
+  // The textarea's keys: one (answered as before clusters) or several.
+  std::variant<Json, Response> OffersForText(const std::string& text) const {
+    const auto keys = SplitKeys(text);
+    return keys.size() > 1 ? OffersMany(keys) : Offers(text);
+  }
+  std::variant<Json, Response> BundleForText(const std::string& text) const {
+    const auto keys = SplitKeys(text);
+    return keys.size() > 1 ? BundleForKeys(keys) : BundleForKey(text);
   }
 
   static std::optional<std::string> Form(const Request& req, std::string_view field) {
@@ -956,7 +1299,7 @@ struct PortalApi {
     auto key = Form(req, "download_key");
     if (!key) return Page(400, KeyForm("", "Paste the download key into the field (a form field named download_key).") +
                                    ReportForm("", false));
-    auto got = Offers(*key);
+    auto got = OffersForText(*key);
     if (auto* r = std::get_if<Response>(&got)) {
       return Page(r->status, KeyForm(*key, ErrorOf(*r).second) + ReportForm("", false));
     }
@@ -966,11 +1309,11 @@ struct PortalApi {
   Response PortalBundle(const Request& req) const {
     auto key = Form(req, "download_key");
     if (!key) return Page(400, KeyForm("", "Paste the download key into the field.") + ReportForm("", false));
-    auto got = BundleForKey(*key);
+    auto got = BundleForText(*key);
     if (auto* r = std::get_if<Response>(&got)) {
       const std::string message = ErrorOf(*r).second;
       // Show the list again (with what is withheld now) and the reason next to the button.
-      auto offers = Offers(*key);
+      auto offers = OffersForText(*key);
       if (auto* j = std::get_if<Json>(&offers)) {
         return Page(r->status, KeyForm(*key, "") + OffersHtml(*j, *key, message) + ReportForm("", false));
       }
@@ -1016,9 +1359,9 @@ Status RegisterPortal(const std::shared_ptr<Context>& ctx, net::Server& server) 
     return o;
   };
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/portal/offers", [api](const Request& r) { return api->OffersRoute(r); },
-                        opts(kKeyBodyBytes)));
+                        opts(kKeysBodyBytes)));
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/portal/bundles", [api](const Request& r) { return api->BundlesRoute(r); },
-                        opts(kKeyBodyBytes)));
+                        opts(kKeysBodyBytes)));
   UPK_TRY(server.Handle(Method::kPost, "/api/v1/portal/reports", [api](const Request& r) { return api->ReportsRoute(r); },
                         opts(kReportBodyBytes)));
   UPK_TRY(server.Handle(Method::kGet, "/portal/bundles/{token}/{file}", [api](const Request& r) { return api->FileRoute(r); },

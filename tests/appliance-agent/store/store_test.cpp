@@ -254,11 +254,21 @@ TEST(StoreTest, SecondOpenerGetsPolicyErrorWithPid) {
   EXPECT_EQ(second.error().code(), Errc::kPolicy);
   EXPECT_EQ(second.error().message(),
             "state directory " + dir.string() + " is in use by process " + std::to_string(::getpid()));
+  EXPECT_TRUE(IsStoreLocked(second.error()));
+  EXPECT_TRUE(IsStoreLocked(second.error().Wrap("agent")));  // callers add context
+  // Only Open's lock refusal counts: not another code, not another kPolicy refusal.
+  EXPECT_FALSE(IsStoreLocked(Error(Errc::kIo, second.error().message())));
+  EXPECT_FALSE(IsStoreLocked(Error(Errc::kPolicy, "store format 9 is newer than this agent (2)")));
+  auto ro = Store::OpenReadOnly(RealFs::Instance(), dir);
+  ASSERT_TRUE(ro) << ro.error().message();
+  auto refused = (*ro)->Put("settings", Json::object());
+  ASSERT_FALSE(refused);
+  EXPECT_FALSE(IsStoreLocked(refused.error()));
   // From another process too.
   pid_t child = ::fork();
   if (child == 0) {
     auto s = Store::Open(RealFs::Instance(), dir);
-    ::_exit(!s && s.error().code() == Errc::kPolicy ? 0 : 1);
+    ::_exit(!s && IsStoreLocked(s.error()) ? 0 : 1);
   }
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);

@@ -9,8 +9,16 @@
 // A body shorter than its Content-Length or a broken chunked encoding -> kIo ("connection closed
 // after N of M body bytes"). Transport failures are kIo; an answer with any status is a value.
 // Implementations are safe to call from several threads at once (no shared connection state).
+//
+// Request bodies come from memory (HttpRequest::body) or are streamed from a file
+// (HttpRequest::body_file: read in chunks of at most 1 MiB, so memory stays flat for any size,
+// paced by an optional bandwidth limit, with per-chunk progress). A file that can't be opened ->
+// kNotFound/kIo, a file that shrinks or grows while it is sent -> kIo, both naming the file. When
+// sending the body fails because the peer answered early and closed (401, 409, 413 ...), that
+// answer is returned if it can still be read; otherwise the send error.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -33,7 +41,22 @@ struct HttpRequest {
   std::string url;             // http:// or https:// URL; "[::1]" for IPv6 literals
   HeaderList headers;          // extra headers (Host, Content-Length, Connection are set by the client)
   std::string body;
-  std::uint64_t max_body_bytes = 0;  // 0: the client's default
+  // When set, the request body is this file, streamed (`body` must then be empty, else
+  // kInvalidArgument); its size when Send opens it is sent as Content-Length. Not a regular file
+  // -> kInvalidArgument.
+  std::filesystem::path body_file;
+  // Pacing of a body_file upload: bytes per second, 0 = unlimited. When `live_bandwidth_limit` is
+  // set it is read before every chunk instead (as DownloadRequest does). Responses are not paced
+  // here (a BodySink paces those).
+  std::uint64_t bandwidth_limit_bytes_per_second = 0;
+  const std::atomic<std::uint64_t>* live_bandwidth_limit = nullptr;
+  // (bytes of body_file sent, its size) after each chunk; may be empty. An error aborts the
+  // request (the connection is closed) and is returned by Send.
+  std::function<Status(std::uint64_t sent, std::uint64_t total)> upload_progress;
+  // How long to wait for the response once the whole body is sent (a peer that verifies a large
+  // upload before answering needs minutes); 0: HttpClientOptions::timeout.
+  std::chrono::milliseconds response_timeout{0};
+  std::uint64_t max_body_bytes = 0;  // response body cap; 0: the client's default
 };
 
 struct HttpResponse {

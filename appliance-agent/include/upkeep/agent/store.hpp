@@ -41,6 +41,13 @@ inline constexpr std::uint64_t kMaxLogBytes = 64u << 20;
 // A forward-only migration from version to_version - 1 to to_version. `apply` must be
 // idempotent: Open re-runs it from the start if a crash interrupted it, and only then records
 // to_version in the `format` document (atomically), so a half-done migration is simply redone.
+// Whether `error` (possibly wrapped with context) is Open's "another process holds the lock":
+// a try-again condition (the daemon or a CLI command is working), unlike the other kPolicy
+// refusals. Errc has no code of its own for it: a new Errc would change exhaustive switches
+// outside the agent (HTTP status mapping), so the store owns the test instead of its callers
+// matching message text.
+bool IsStoreLocked(const Error& error);
+
 struct Migration {
   int to_version = 0;
   std::string description;
