@@ -925,8 +925,12 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   for (const auto& [name, command] : extra) {
     auto* sub = app.add_subcommand(name, command.description);
     sub->prefix_command();
+    sub->set_help_flag();  // its --help and options are its own
+    sub->fallthrough(false);
     OnRun(sub, ctx, [&ctx, sub, run = command.run] {
-      return run(LoadConfigPath(ctx), sub->remaining(), *ctx.out, *ctx.err);
+      std::vector<std::string> args = sub->remaining();
+      if (ctx.json) args.push_back("--json");  // given before the command name
+      return run(LoadConfigPath(ctx), args, *ctx.out, *ctx.err);
     });
   }
 
