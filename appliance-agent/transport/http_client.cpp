@@ -462,6 +462,8 @@ class Client final : public HttpClient {
       if (!head_read.ok()) return sent.ok() ? head_read.error() : sent.error();
       if (response.status >= 200) break;
     }
+    // Success without the whole body delivered would be a lie: only a refusal counts early.
+    if (!sent.ok() && response.status < 300) return sent.error();
     const bool stream = sink != nullptr && response.status >= 200 && response.status < 300;
     // With a sink, a non-2xx body only feeds an error message: keep its first 64 KiB, drop the rest.
     const bool error_body = sink != nullptr && !stream;
@@ -485,7 +487,8 @@ class Client final : public HttpClient {
     };
     if (request.method == "HEAD" || response.status == 204 || response.status == 304) return response;
     Status body = ReadBody(reader, what, response, cap, !error_body, deliver);
-    if (!body.ok() && !(error_body && body.error().message() == kTruncated)) return body.error();
+    // After a failed send the peer's (early) answer is what matters, even if its body was cut.
+    if (!body.ok() && !(error_body && body.error().message() == kTruncated) && sent.ok()) return body.error();
     return response;
   }
 

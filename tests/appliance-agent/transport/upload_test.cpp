@@ -33,7 +33,9 @@ using namespace std::chrono_literals;
 // ended early). Records what it saw.
 class HashServer {
  public:
-  explicit HashServer(std::chrono::milliseconds answer_delay = 0ms) : delay_(answer_delay) {
+  // refuse: answer 413 right after the head and close without reading the body (a reset).
+  explicit HashServer(std::chrono::milliseconds answer_delay = 0ms, bool refuse = false)
+      : delay_(answer_delay), refuse_(refuse) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -84,6 +86,12 @@ class HashServer {
       std::lock_guard lock(mu_);
       head_ = head;
     }
+    if (refuse_) {
+      const std::string answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big";
+      (void)::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+      std::this_thread::sleep_for(100ms);
+      return;
+    }
     std::uint64_t length = 0;
     std::string lower = head;
     for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
@@ -109,6 +117,7 @@ class HashServer {
   }
 
   std::chrono::milliseconds delay_;
+  bool refuse_ = false;
   int fd_ = -1;
   std::uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -320,6 +329,23 @@ TEST_F(UploadTest, ResponseTimeoutCoversAPeerThatVerifiesBeforeAnswering) {
   EXPECT_EQ(r->body, "100000 " + FileSha(file));
 }
 
+TEST_F(UploadTest, EarlyRefusalBeforeAResetIsReturnedAsTheAnswer) {
+  HashServer server(0ms, /*refuse=*/true);
+  const fs::path file = dir_ / "body";
+  WritePattern(file, 64u << 20);  // far more than the socket buffers hold
+  std::uint64_t last = 0;
+  HttpRequest req = Put(server.Url("/"), file);
+  req.upload_progress = [&](std::uint64_t sent, std::uint64_t) {
+    last = sent;
+    return OkStatus();
+  };
+  auto r = Client()->Send(req);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(r->body, "too big");
+  EXPECT_LT(last, 64u << 20);  // the send did fail part-way
+}
+
 // Memory stays flat: a 256 MiB upload raises the peak RSS by far less than its size.
 TEST_F(UploadTest, LargeUploadStreamsInConstantMemory) {
   HashServer server;
@@ -335,7 +361,7 @@ TEST_F(UploadTest, LargeUploadStreamsInConstantMemory) {
   EXPECT_EQ(r->body, std::to_string(size) + " " + sha);
   RecordProperty("peak_rss_delta_kib", static_cast<int>(after - before));
   std::printf("256 MiB upload: peak RSS +%ld KiB\n", after - before);
-  EXPECT_LT(after - before, 16 * 1024);
+  EXPECT_LT(after - before, 32 * 1024);  // as the bundle test; ASan's quarantine and shadow cost ~18 MiB
   // The measurement itself sees a 64 MiB buffer (so the check above could fail).
   std::string control(64u << 20, 'x');
   EXPECT_GT(MaxRssKiB() - after, 60 * 1024) << control.back();

@@ -15,7 +15,7 @@
 // paced by an optional bandwidth limit, with per-chunk progress). A file that can't be opened ->
 // kNotFound/kIo, a file that shrinks or grows while it is sent -> kIo, both naming the file. When
 // sending the body fails because the peer answered early and closed (401, 409, 413 ...), that
-// answer is returned if it can still be read; otherwise the send error.
+// answer (status >= 300 only) is returned if it can still be read; otherwise the send error.
 #pragma once
 
 #include <atomic>
