@@ -3,10 +3,19 @@
 // bundle read back with bundle::Reader and its assignment verified, withheld re-downloads and
 // support's re-enable, every refused key with its status and code and nothing changed, install
 // reports (once, then duplicates), the support bundle, link expiry, and the HTML form flow.
+// Cluster bundles (several keys, one bundle), orphan bundle files, and upk's download stall
+// time-out (against a raw socket server that stops sending).
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
+#include <thread>
+
+#include "../../tools/upk/src/api_client.hpp"
 
 #include "fleet_support.hpp"
 #include "publish_support.hpp"
@@ -49,6 +58,20 @@ struct Portal {
     return *text;
   }
   std::string Key() const { return Key(SystemClock::Instance().Now()); }
+  // A key of another node (enrolled by the caller).
+  static std::string KeyOf(const trust::ApplianceIdentity& node, const std::map<std::string, std::string>& installed,
+                           SysTime issued = SystemClock::Instance().Now()) {
+    trust::DownloadKey key;
+    key.appliance_id = node.appliance_id();
+    key.installed = ToInstalled(installed);
+    key.issued = std::chrono::time_point_cast<std::chrono::seconds>(issued);
+    key.validity = std::chrono::hours(24);
+    Bytes nonce = SystemRandom::Instance().Generate(trust::kDownloadKeyNonceBytes);
+    std::copy(nonce.begin(), nonce.end(), key.nonce.begin());
+    auto text = trust::EncodeDownloadKey(key, node);
+    if (!text.ok()) throw std::runtime_error(text.error().message());
+    return *text;
+  }
 
   Reply Offers(const std::string& key) { return f.Call("POST", "/api/v1/portal/offers", Json{{"download_key", key}}.dump()); }
   Reply Bundles(const std::string& key) { return f.Call("POST", "/api/v1/portal/bundles", Json{{"download_key", key}}.dump()); }
@@ -430,7 +453,7 @@ TEST(UpdaterPortal, TheHtmlFormFlowWorksLikeABrowser) {
   EXPECT_NE(bad.body.find("&lt;script&gt;"), std::string::npos);
   EXPECT_NE(bad.body.find("class=\"error\""), std::string::npos);
   EXPECT_EQ(PostForm(f, "/portal", "download_key=%ZZ").status, 400);
-  EXPECT_EQ(PostForm(f, "/portal", std::string(20000, 'a')).status, 413);
+  EXPECT_EQ(PostForm(f, "/portal", std::string(600 * 1024, 'a')).status, 413);
 
   // The report form.
   trust::InstallReport report;
@@ -506,6 +529,305 @@ TEST(UpdaterPortal, UpkBundleDownloadsTheBundleAtomically) {
   ASSERT_EQ(made.code, 0) << made.err;
   EXPECT_EQ(ReadBack(again).blobs.size(), 1u);
   EXPECT_EQ(Upk(f, {"appliance", "reenable-download", p.id.appliance_id(), "site", "9.9.9"}).code, 2);
+}
+
+// ---- clusters ---------------------------------------------------------------------------------
+
+const std::map<std::string, std::string> kNode2 = {{"base", "1.1.0"}, {"site", "5.0.0"}};
+
+Reply ClusterCall(ServiceFixture& f, const std::string& route, const std::vector<std::string>& keys) {
+  return f.Call("POST", "/api/v1/portal/" + route, Json{{"download_keys", keys}}.dump());
+}
+
+TEST(UpdaterPortal, OneBundleForAClusterHasAnAssignmentPerNodeAndEachBlobOnce) {
+  ServiceFixture f;
+  Portal p(f);
+  trust::ApplianceIdentity node2 = trust::ApplianceIdentity::Generate();
+  f.keyserver().AddAppliance(node2);
+  const std::string k1 = p.Key(), k2 = Portal::KeyOf(node2, kNode2);
+
+  Reply offers = ClusterCall(f, "offers", {k1, k2});
+  ASSERT_EQ(offers.status, 200) << offers.body;
+  ASSERT_EQ(offers.json["appliances"].size(), 2u);
+  EXPECT_EQ(offers.json["appliances"][0]["appliance_id"], p.id.appliance_id());
+  EXPECT_EQ(offers.json["appliances"][1]["appliance_id"], node2.appliance_id());
+  EXPECT_EQ(offers.json["appliances"][0]["updates"].size(), 2u);  // base and site
+  ASSERT_EQ(offers.json["appliances"][1]["updates"].size(), 1u);  // site only
+  EXPECT_EQ(offers.json["appliances"][1]["updates"][0]["name"], "site");
+  const auto cluster_estimate = offers.json["bundle_bytes"].get<std::uint64_t>();
+  // The shared blob counts once: less than the two nodes' own bundles together.
+  EXPECT_GT(cluster_estimate, offers.json["appliances"][0]["bundle_bytes"].get<std::uint64_t>());
+  EXPECT_LT(cluster_estimate, offers.json["appliances"][0]["bundle_bytes"].get<std::uint64_t>() +
+                                  offers.json["appliances"][1]["bundle_bytes"].get<std::uint64_t>());
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_keys"), "2");
+
+  Reply made = ClusterCall(f, "bundles", {k1, k2});
+  ASSERT_EQ(made.status, 201) << made.body;
+  ASSERT_EQ(made.json["appliances"].size(), 2u);
+  EXPECT_EQ(made.json["appliances"][1]["updates"].size(), 1u);
+  EXPECT_EQ(made.json["updates"].size(), 3u);  // every node's, each naming its node
+  EXPECT_EQ(made.json["updates"][2]["appliance_id"], node2.appliance_id());
+  auto path = Download(f, made.json["url"].get<std::string>(), "cluster.upkb");
+  EXPECT_EQ(std::filesystem::file_size(path), made.json["bytes"].get<std::uint64_t>());
+  EXPECT_LT(std::llabs(static_cast<long long>(cluster_estimate) - static_cast<long long>(made.json["bytes"].get<std::uint64_t>())),
+            4096);
+
+  ReadBundle b = ReadBack(path);
+  EXPECT_EQ(b.header.appliances, (std::vector<std::string>{p.id.appliance_id(), node2.appliance_id()}));
+  ASSERT_EQ(b.assignments.size(), 2u);
+  EXPECT_EQ(b.blobs.size(), 2u);  // site 5.1.0 is needed by both, carried once
+  const std::vector<std::pair<const trust::ApplianceIdentity*, std::string>> nodes = {{&p.id, k1}, {&node2, k2}};
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const trust::ApplianceIdentity& me = *nodes[i].first;
+    const trust::ApplianceIdentity& other = *nodes[1 - i].first;
+    auto key = trust::DecodeDownloadKey(nodes[i].second).value().key;
+    ASSERT_TRUE(b.assignments.count(me.appliance_id()));
+    auto a = trust::VerifyAssignment(b.assignments[me.appliance_id()], f.keyserver().director_key().public_key(),
+                                     SystemClock::Instance(), {me.appliance_id(), key.state_digest(), key.nonce_hex()});
+    ASSERT_TRUE(a.ok()) << i << ": " << a.error().message();
+    EXPECT_EQ(a->steps.size(), i == 0 ? 2u : 1u);
+    // Bound to this node: the other node's id or nonce does not verify.
+    auto other_key = trust::DecodeDownloadKey(nodes[1 - i].second).value().key;
+    EXPECT_FALSE(trust::VerifyAssignment(b.assignments[me.appliance_id()], f.keyserver().director_key().public_key(),
+                                         SystemClock::Instance(), {me.appliance_id(), key.state_digest(), other_key.nonce_hex()})
+                     .ok());
+    EXPECT_FALSE(trust::VerifyAssignment(b.assignments[me.appliance_id()], f.keyserver().director_key().public_key(),
+                                         SystemClock::Instance(), {other.appliance_id(), key.state_digest(), key.nonce_hex()})
+                     .ok());
+    for (const auto& step : a->steps) {
+      ASSERT_TRUE(b.blobs.count(step.sha256)) << step.name;
+      EXPECT_EQ(b.blobs[step.sha256], step.length);
+      EXPECT_TRUE(trust::OpenContentKey(step.sealed_content_key, me).ok()) << "sealed to node " << i;
+      EXPECT_FALSE(trust::OpenContentKey(step.sealed_content_key, other).ok()) << "not to the other node";
+    }
+  }
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_downloads"), "3");
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_bundles"), "1");
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM audit WHERE action = 'portal.bundle'"), "2");
+  EXPECT_EQ(SqlValue(f, "SELECT count(DISTINCT detail->>'bundle_id') FROM audit WHERE action = 'portal.bundle'"), "1");
+
+  // Downloaded once, per node: the same keys again offer nothing.
+  Reply again = ClusterCall(f, "bundles", {k1, k2});
+  EXPECT_EQ(again.status, 409);
+  EXPECT_EQ(again.ErrorCode(), "nothing_to_download");
+  // Support re-enables site for node 2 only: the cluster bundle holds node 1 with no steps.
+  ASSERT_EQ(f.Call("POST", "/api/v1/appliances/" + node2.appliance_id() + "/downloads/reenable",
+                   Json{{"name", "site"}, {"version", "5.1.0"}}.dump(), f.token("support"))
+                .status,
+            200);
+  Reply partial = ClusterCall(f, "bundles", {k1, k2});
+  ASSERT_EQ(partial.status, 201) << partial.body;
+  ReadBundle b2 = ReadBack(Download(f, partial.json["url"].get<std::string>(), "partial.upkb"));
+  EXPECT_EQ(b2.assignments.size(), 2u);
+  EXPECT_EQ(b2.blobs.size(), 1u);
+  // The single-key form still answers as before.
+  Reply single = p.Offers(k1);
+  ASSERT_EQ(single.status, 200);
+  EXPECT_FALSE(single.json.contains("appliances"));
+}
+
+TEST(UpdaterPortal, AClusterSubmissionNamesItsFirstBadKeyAndRecordsNothing) {
+  ServiceFixture f;
+  Portal p(f);
+  trust::ApplianceIdentity node2 = trust::ApplianceIdentity::Generate(), node3 = trust::ApplianceIdentity::Generate();
+  f.keyserver().AddAppliance(node2);
+  f.keyserver().AddAppliance(node3);
+  const SysTime now = SystemClock::Instance().Now();
+  // Node 3 has used a newer key: its older one is superseded.
+  ASSERT_EQ(p.Offers(Portal::KeyOf(node3, kNode2, now)).status, 200);
+  const std::string before = PortalTables(f);
+
+  std::string forged = Portal::KeyOf(node2, kNode2);
+  forged[forged.size() - 12] = forged[forged.size() - 12] == 'A' ? 'B' : 'A';
+  const std::string good = p.Key();
+  struct Case {
+    std::string name;
+    std::vector<std::string> keys;
+    int status;
+    std::string code, starts;
+  };
+  const std::vector<Case> cases = {
+      {"forged second", {good, forged}, 400, "invalid_download_key", "key 2 of 2"},
+      {"garbage second", {good, "UPK1-NOPE"}, 400, "invalid_download_key", "key 2 of 2: "},
+      {"expired first", {Portal::KeyOf(node2, kNode2, now - std::chrono::hours(30)), good}, 400, "download_key_expired",
+       "key 1 of 2 (" + node2.appliance_id() + "): "},
+      {"superseded third", {good, Portal::KeyOf(node2, kNode2), Portal::KeyOf(node3, kNode2, now - std::chrono::seconds(90))},
+       409, "download_key_replayed", "key 3 of 3 (" + node3.appliance_id() + "): "},
+      {"same appliance twice", {good, p.Key()}, 400, "duplicate_appliance", "key 2 of 2 (" + p.id.appliance_id() + "): "},
+  };
+  for (const Case& c : cases) {
+    for (const char* route : {"offers", "bundles"}) {
+      Reply r = ClusterCall(f, route, c.keys);
+      EXPECT_EQ(r.status, c.status) << c.name << " " << route << ": " << r.body;
+      EXPECT_EQ(r.ErrorCode(), c.code) << c.name << " " << route;
+      EXPECT_TRUE(r.json["error"]["message"].get<std::string>().starts_with(c.starts)) << c.name << ": " << r.body;
+    }
+  }
+  EXPECT_EQ(PortalTables(f), before);  // not even the good first key was recorded
+
+  EXPECT_EQ(ClusterCall(f, "offers", {}).status, 400);
+  EXPECT_EQ(ClusterCall(f, "offers", std::vector<std::string>(65, good)).status, 400);
+  EXPECT_EQ(f.Call("POST", "/api/v1/portal/offers", Json{{"download_keys", good}}.dump()).status, 400);
+  EXPECT_EQ(f.Call("POST", "/api/v1/portal/offers", Json{{"download_keys", Json::array({good, 5})}}.dump()).status, 400);
+  EXPECT_EQ(f.Call("POST", "/api/v1/portal/offers", Json{{"download_key", good}, {"download_keys", {good}}}.dump()).status,
+            400);
+  EXPECT_EQ(PortalTables(f), before);
+}
+
+TEST(UpdaterPortal, TheHtmlFormTakesAClustersKeysInOneTextarea) {
+  ServiceFixture f;
+  Portal p(f);
+  trust::ApplianceIdentity node2 = trust::ApplianceIdentity::Generate();
+  f.keyserver().AddAppliance(node2);
+  // As pasted: each key keeps its own line breaks, blank lines between them.
+  const std::string both = p.Key() + "\r\n\r\n" + Portal::KeyOf(node2, kNode2) + "\r\n";
+  ASSERT_NE(both.find('\n'), std::string::npos);
+  HttpReply offers = PostForm(f, "/portal", "download_key=" + FormEncode(both));
+  ASSERT_EQ(offers.status, 200) << offers.body;
+  EXPECT_NE(offers.body.find("2 nodes"), std::string::npos) << offers.body;
+  EXPECT_NE(offers.body.find("Node " + p.id.appliance_id()), std::string::npos);
+  EXPECT_NE(offers.body.find("Node " + node2.appliance_id()), std::string::npos);
+  EXPECT_NE(offers.body.find("<td>site</td><td>5.1.0</td>"), std::string::npos);
+
+  HttpReply go = PostForm(f, "/portal/bundle", "download_key=" + FormEncode(both));
+  ASSERT_EQ(go.status, 303) << go.body;
+  auto path = Download(f, go.Header("Location").value_or(""), "cluster-form.upkb");
+  ReadBundle b = ReadBack(path);
+  EXPECT_EQ(b.assignments.size(), 2u);
+  EXPECT_EQ(b.blobs.size(), 2u);
+
+  // A bad second key: the page names it.
+  HttpReply bad = PostForm(f, "/portal", "download_key=" + FormEncode(p.Key() + "\nUPK1-AAAA"));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("key 2 of 2"), std::string::npos) << bad.body;
+  EXPECT_EQ(PostForm(f, "/portal", std::string(600 * 1024, 'a')).status, 413);
+}
+
+// ---- clean-up of files without a link ---------------------------------------------------------
+
+TEST(UpdaterPortal, CleanupDeletesBundleFilesWithoutARowAndStalePartFiles) {
+  FakeClock clock(std::chrono::time_point_cast<std::chrono::seconds>(SystemClock::Instance().Now()));
+  ServiceFixture f({}, &clock);
+  Portal p(f);
+  Reply made = p.Bundles(p.Key(clock.Now()));
+  ASSERT_EQ(made.status, 201) << made.body;
+  const auto dir = f.dir() / "blobs" / "bundles";
+  const std::string url = made.json["url"].get<std::string>();
+  const auto linked = dir / (url.substr(16, 32) + ".upkb");
+  ASSERT_TRUE(std::filesystem::exists(linked)) << linked;
+
+  auto make = [&](const std::string& name, std::chrono::hours age) {
+    const auto path = dir / name;
+    std::ofstream(path) << "x";
+    std::filesystem::last_write_time(path, std::chrono::file_clock::from_sys(std::chrono::system_clock::now() - age));
+    return path;
+  };
+  const auto old = std::chrono::hours(25), recent = std::chrono::hours(0);
+  const auto orphan_old = make(std::string(32, 'a') + ".upkb", old);
+  const auto orphan_new = make(std::string(32, 'b') + ".upkb", recent);
+  const auto part_old = make(std::string(32, 'c') + ".upkb.part", std::chrono::hours(2));
+  const auto part_new = make(std::string(32, 'd') + ".upkb.part", recent);
+  const auto foreign = make("README.txt", old);
+  std::filesystem::last_write_time(linked, std::chrono::file_clock::from_sys(std::chrono::system_clock::now() - old));
+
+  ASSERT_TRUE(f.service().RunBackgroundOnce().ok());
+  EXPECT_FALSE(std::filesystem::exists(orphan_old));
+  EXPECT_TRUE(std::filesystem::exists(orphan_new));
+  EXPECT_FALSE(std::filesystem::exists(part_old));
+  EXPECT_TRUE(std::filesystem::exists(part_new));
+  EXPECT_TRUE(std::filesystem::exists(foreign));
+  EXPECT_TRUE(std::filesystem::exists(linked)) << "its link is still valid";
+  EXPECT_EQ(Call(f.port(), "GET", url).status, 200);
+}
+
+// ---- upk: the download fails on a stall, not on its total time ---------------------------------
+
+// Serves one GET: the head and `chunks` pieces of 64 KiB (cpprestsdk's read size) `gap` apart,
+// then (stall) nothing more.
+constexpr std::size_t kPiece = 64 * 1024;
+class TrickleServer {
+ public:
+  TrickleServer(int chunks, std::chrono::milliseconds gap, bool stall) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("cannot listen");
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, chunks, gap, stall] {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string head;
+      char buf[1024];
+      while (head.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        head.append(buf, static_cast<std::size_t>(n));
+      }
+      const std::size_t total = static_cast<std::size_t>(chunks) * kPiece + (stall ? kPiece : 0);
+      std::string reply = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: " +
+                          std::to_string(total) + "\r\n\r\n";
+      (void)::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+      for (int i = 0; i < chunks && !stop_; ++i) {
+        std::this_thread::sleep_for(gap);
+        const std::string piece(kPiece, 'z');
+        (void)::send(c, piece.data(), piece.size(), MSG_NOSIGNAL);
+      }
+      while (stall && !stop_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      ::close(c);
+    });
+  }
+  ~TrickleServer() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(UpkDownload, ASlowButMovingDownloadOutlastsTheTimeoutAndAStalledOneFails) {
+  const auto dir = std::filesystem::temp_directory_path() / ("upk-stall-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    // 3.5 s in all with the time-out at 1 s: fine, it never stops for a second.
+    TrickleServer server(7, std::chrono::milliseconds(500), false);
+    upk::ApiClientOptions o;
+    o.server = "http://127.0.0.1:" + std::to_string(server.port());
+    o.timeout = std::chrono::seconds(1);
+    auto client = upk::ApiClient::Create(o).value();
+    std::uint64_t last = 0;
+    auto got = client.Download("/slow.upkb", dir / "slow", [&](std::uint64_t n, std::uint64_t) { last = n; });
+    ASSERT_TRUE(got.ok()) << got.error().message();
+    EXPECT_EQ(got->status, 200);
+    EXPECT_EQ(std::filesystem::file_size(dir / "slow"), 7 * kPiece);
+    EXPECT_EQ(last, 7 * kPiece);
+  }
+  {
+    TrickleServer server(2, std::chrono::milliseconds(100), true);
+    upk::ApiClientOptions o;
+    o.server = "http://127.0.0.1:" + std::to_string(server.port());
+    o.timeout = std::chrono::seconds(1);
+    auto client = upk::ApiClient::Create(o).value();
+    const auto start = std::chrono::steady_clock::now();
+    auto got = client.Download("/stalled.upkb", dir / "stalled");
+    const auto took = std::chrono::steady_clock::now() - start;
+    ASSERT_FALSE(got.ok());
+    EXPECT_EQ(got.error().code(), Errc::kIo);
+    EXPECT_NE(got.error().message().find("stalled"), std::string::npos) << got.error().message();
+    EXPECT_LT(took, std::chrono::seconds(10));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

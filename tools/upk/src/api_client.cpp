@@ -8,11 +8,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 namespace upkeep::upk {
@@ -25,6 +29,58 @@ namespace http = web::http;
 // metadata (about 400 bytes per release), so this leaves room for ~100k releases.
 constexpr std::uint64_t kMaxResponseBytes = 64u << 20;
 constexpr std::size_t kRawExcerptBytes = 200;
+
+// cpprestsdk's own time-out of a download: far out, so a multi-GiB bundle on a slow link is not
+// cut off; the Watchdog below is what fails a download that stopped moving.
+constexpr std::chrono::hours kDownloadCeiling{24 * 7};
+
+// Cancels the request when nothing arrived for `stall` (the response head, or any body bytes as
+// cpprestsdk reads them off the network). A stall is a duration, not a time of day: the steady
+// clock, not Clock.
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds stall, pplx::cancellation_token_source cancel)
+      : stall_(stall), last_(std::chrono::steady_clock::now()) {
+    thread_ = std::thread([this, cancel]() mutable {
+      std::unique_lock<std::mutex> lock(mutex_);
+      while (!done_) {
+        const auto deadline = last_ + stall_;
+        if (std::chrono::steady_clock::now() >= deadline) {
+          fired_ = true;
+          cancel.cancel();
+          return;
+        }
+        cv_.wait_until(lock, deadline);
+      }
+    });
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Progress() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_ = std::chrono::steady_clock::now();
+  }
+  bool fired() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return fired_;
+  }
+
+ private:
+  const std::chrono::seconds stall_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::chrono::steady_clock::time_point last_;
+  bool done_ = false, fired_ = false;
+  std::thread thread_;
+};
 
 std::string Describe(const std::exception& e) {
   // cpprestsdk's messages name the URL and the OS error; they never contain request headers.
@@ -90,9 +146,22 @@ struct Outgoing {
 Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
   const std::string where = std::string(utility::conversions::to_utf8string(req.method)) + " " + req.target;
   pplx::cancellation_token_source cancel;
+  // A download fails when it stops moving for o.timeout, however long it takes in all.
+  // Shared with the progress handler, which a cpprestsdk thread may still call after we return.
+  std::shared_ptr<Watchdog> watchdog;
+  if (req.save_to) watchdog = std::make_shared<Watchdog>(o.timeout, cancel);
+  auto stalled = [&](std::uint64_t received) {
+    return Error(Errc::kIo, where + " at " + o.server + ": the download stalled: nothing arrived for " +
+                                std::to_string(o.timeout.count()) + " s (after " + std::to_string(received) +
+                                " bytes); run the command again");
+  };
   try {
     http::client::http_client_config config;
-    config.set_timeout(o.timeout);
+    if (req.save_to) {
+      config.set_timeout(std::chrono::duration_cast<std::chrono::seconds>(kDownloadCeiling));
+    } else {
+      config.set_timeout(o.timeout);
+    }
     if (!o.ca_file.empty()) {
       const std::string ca = o.ca_file;
       config.set_ssl_context_callback([ca](boost::asio::ssl::context& ssl) { ssl.load_verify_file(ca); });
@@ -124,7 +193,19 @@ Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
         });
       }
     }
-    http::http_response response = client.request(request, cancel.get_token()).get();
+    if (watchdog) {
+      request.set_progress_handler([w = watchdog](http::message_direction::direction d, utility::size64_t) {
+        if (d == http::message_direction::download) w->Progress();
+      });
+    }
+    http::http_response response;
+    try {
+      response = client.request(request, cancel.get_token()).get();
+    } catch (const std::exception&) {
+      if (watchdog && watchdog->fired()) return stalled(0);
+      throw;
+    }
+    if (watchdog) watchdog->Progress();  // the head arrived
 
     ApiResponse out;
     out.status = response.status_code();
@@ -146,7 +227,14 @@ Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
       std::vector<std::uint8_t> block(1 << 20);
       std::uint64_t received = 0;
       for (;;) {
-        std::size_t n = in.getn(block.data(), block.size()).get();
+        std::size_t n = 0;
+        try {
+          n = in.getn(block.data(), block.size()).get();
+        } catch (const std::exception&) {
+          std::fclose(f);
+          if (watchdog->fired()) return stalled(received);
+          throw;
+        }
         if (n == 0) break;
         if (std::fwrite(block.data(), 1, n, f) != n) {
           std::fclose(f);
@@ -161,6 +249,7 @@ Expected<ApiResponse> Send(const ApiClientOptions& o, Outgoing req) {
         return Error(Errc::kIo, req.save_to->string() + ": write failed (disk full?)");
       }
       std::fclose(f);
+      if (watchdog->fired() && (total == 0 || received != total)) return stalled(received);
       if (total != 0 && received != total) {
         return Error(Errc::kIo, where + ": the download stopped at " + std::to_string(received) + " of " +
                                     std::to_string(total) + " bytes");

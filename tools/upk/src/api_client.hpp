@@ -57,7 +57,9 @@ class ApiClient {
 
   // GET whose 2xx body is streamed into `file` (created or truncated, 0600; constant memory,
   // no size limit); a non-2xx answer is returned as by Get() and `file` is left untouched.
-  // The caller renames the file into place (atomic downloads).
+  // The caller renames the file into place (atomic downloads). `timeout` is a stall time-out
+  // here: the download fails (kIo, "the download stalled: nothing arrived for N s") only when no
+  // byte arrived for that long, however long the whole transfer takes (a week at most).
   Expected<ApiResponse> Download(const std::string& target, const std::filesystem::path& file,
                                  DownloadProgress progress = {}) const;
 
