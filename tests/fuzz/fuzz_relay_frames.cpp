@@ -49,7 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view input(reinterpret_cast<const char*>(data), size);
   Outcome whole = Decode(input, size == 0 ? 1 : size);
   for (std::size_t step : {std::size_t{1}, std::size_t{3}, std::size_t{4096}}) {
-    if (step == 1 && size > 20000) continue;
+    // Tiny steps over big inputs cost runs, not coverage: the boundaries are the same kinds.
+    if ((step == 1 && size > 2048) || (step == 3 && size > 16384)) continue;
     Outcome split = Decode(input, step);
     if (split.failed != whole.failed || split.code != whole.code || split.frames != whole.frames) __builtin_trap();
   }
