@@ -4,10 +4,9 @@
 
 #include <iterator>
 #include <mutex>
-#include <type_traits>
 
-#include "tuf_fetcher.hpp"
 #include "upkeep/agent/cluster.hpp"
+#include "upkeep/agent/runtime.hpp"
 #include "upkeep/agent/store.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/packages/keys.hpp"
@@ -17,83 +16,28 @@
 namespace upkeep::agent {
 namespace {
 
-// Everything an Agent needs, opened from the agent configuration (as the CLI does).
+// This node's agent as the CLI opens it (runtime.hpp).
 class FileSession final : public AgentSession {
  public:
-  Agent& agent() override { return *agent_; }
+  explicit FileSession(std::unique_ptr<AgentRuntime> rt) : rt_(std::move(rt)) {}
+  Agent& agent() override { return *rt_->agent; }
 
-  AgentConfig config;
-  std::unique_ptr<Store> store;
-  std::optional<trust::ApplianceIdentity> identity;
-  std::optional<packages::PublicKey> director;
-  std::unique_ptr<HttpClient> http;
-  std::unique_ptr<UpdaterApi> api;
-  std::unique_ptr<tuf::Fetcher> tuf;
-  RealProcessRunner runner;
-  std::unique_ptr<Agent> agent_;
+ private:
+  std::unique_ptr<AgentRuntime> rt_;
 };
 
 Expected<std::unique_ptr<AgentSession>> OpenFileSession(const std::filesystem::path& config_path, bool read_only,
                                                         const std::function<void(const std::string&)>& log) {
-  auto s = std::make_unique<FileSession>();
-  UPK_TRY_ASSIGN(s->config, AgentConfig::Load(config_path));
-  auto identity = trust::ApplianceIdentity::Load(s->config.identity_file);
-  if (!identity.ok()) return identity.error().Wrap("identity");
-  s->identity.emplace(std::move(identity).value());
-  auto director = packages::LoadPublicKey(s->config.director_key_file);
-  if (!director.ok()) return director.error().Wrap("director key");
-  s->director = *director;
-  AgentDeps d;
-  d.config = &s->config;
-  d.clock = &SystemClock::Instance();
-  d.identity = &*s->identity;
-  d.director_key = &*s->director;
-  if (read_only) {
-    UPK_TRY_ASSIGN(s->store, Store::OpenReadOnly(RealFs::Instance(), s->config.StoreDir()));
-    d.store = s->store.get();
-    s->agent_ = std::make_unique<Agent>(std::move(d));
-    return std::unique_ptr<AgentSession>(std::move(s));
-  }
-  UPK_TRY_ASSIGN(s->store, Store::Open(RealFs::Instance(), s->config.StoreDir()));
-  HttpClientOptions hopt;
-  hopt.ca_file = s->config.ca_file;
-  hopt.max_body_bytes = std::uint64_t{8} << 30;
-  UPK_TRY_ASSIGN(s->http, MakeHttpClient(hopt));
-  UpdaterEndpoint endpoint;
-  endpoint.base_url = s->config.updater_url;
-  UPK_TRY_ASSIGN(s->api, MakeUpdaterApi(endpoint, *s->identity, SystemClock::Instance(), SystemRandom::Instance(),
-                                        *s->http));
-  s->tuf = MakeTufFetcher(*s->http);
-  d.fs = &RealFs::Instance();
-  d.store = s->store.get();
-  d.random = &SystemRandom::Instance();
-  d.api = s->api.get();
-  d.http = s->http.get();
-  d.tuf_fetcher = s->tuf.get();
-  d.runner = &s->runner;
-  d.sleeper = &RealSleeper::Instance();
-  d.log = log;
-  s->agent_ = std::make_unique<Agent>(std::move(d));
-  return std::unique_ptr<AgentSession>(std::move(s));
+  UPK_TRY_ASSIGN(AgentConfig config, AgentConfig::Load(config_path));
+  UPK_TRY_ASSIGN(auto rt, OpenAgentRuntime(std::move(config), read_only, log));
+  return std::unique_ptr<AgentSession>(std::make_unique<FileSession>(std::move(rt)));
 }
 
-// ImportResult::steps as JSON, whatever its exact type (a count, or a list of steps or names).
-template <typename T>
-Json StepsJson(const T& steps) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    return Json(steps);
-  } else {
-    Json a = Json::array();
-    for (const auto& s : steps) {
-      using E = std::decay_t<decltype(s)>;
-      if constexpr (std::is_convertible_v<E, std::string>) {
-        a.push_back(std::string(s));
-      } else {
-        a.push_back(s.name + " " + s.version.ToString());
-      }
-    }
-    return a;
-  }
+// The staged steps as ["NAME VERSION", ...].
+Json StepsJson(const std::vector<trust::AssignmentStep>& steps) {
+  Json a = Json::array();
+  for (const auto& s : steps) a.push_back(s.name + " " + s.version.ToString());
+  return a;
 }
 
 // Installed versions as {NAME: VERSION}.

@@ -19,6 +19,7 @@
 #include "tuf_fetcher.hpp"
 #include "upkeep/agent/agent.hpp"
 #include "upkeep/agent/backup.hpp"
+#include "upkeep/agent/runtime.hpp"
 #include "upkeep/agent/timing.hpp"
 #include "upkeep/common/cli_parse.hpp"
 #include "upkeep/common/files.hpp"
@@ -49,18 +50,6 @@ void OnRun(CLI::App* sub, Ctx& ctx, std::function<int()> body) {
   sub->callback([&ctx, body = std::move(body)] { ctx.run = body; });
 }
 
-// Everything an Agent needs, opened from the configuration. Holding one holds the store lock.
-struct Runtime {
-  AgentConfig config;
-  std::unique_ptr<Store> store;
-  std::optional<trust::ApplianceIdentity> identity;
-  std::optional<packages::PublicKey> director;
-  std::unique_ptr<HttpClient> http;
-  std::unique_ptr<UpdaterApi> api;
-  std::unique_ptr<tuf::Fetcher> tuf;
-  RealProcessRunner runner;
-  std::unique_ptr<Agent> agent;
-};
 
 std::string LoadConfigPath(const Ctx& ctx) {
   if (!ctx.config_path.empty()) return ctx.config_path;
@@ -70,44 +59,9 @@ std::string LoadConfigPath(const Ctx& ctx) {
 
 Expected<AgentConfig> LoadConfig(const Ctx& ctx) { return AgentConfig::Load(LoadConfigPath(ctx)); }
 
-Expected<std::unique_ptr<Runtime>> OpenRuntime(const Ctx& ctx, std::function<void(const std::string&)> log) {
-  auto rt = std::make_unique<Runtime>();
-  UPK_TRY_ASSIGN(rt->config, LoadConfig(ctx));
-  auto identity = trust::ApplianceIdentity::Load(rt->config.identity_file);
-  if (!identity.ok()) return identity.error().Wrap("identity (run `appliance-agent init` first)");
-  rt->identity.emplace(std::move(identity).value());
-  auto director = packages::LoadPublicKey(rt->config.director_key_file);
-  if (!director.ok()) return director.error().Wrap("director key");
-  rt->director = *director;
-  UPK_TRY(RealFs::Instance().CreateDirectories(rt->config.state_dir, 0700));
-  auto store = Store::Open(RealFs::Instance(), rt->config.StoreDir());
-  if (!store.ok()) return store.error();
-  rt->store = std::move(store).value();
-  HttpClientOptions hopt;
-  hopt.ca_file = rt->config.ca_file;
-  hopt.max_body_bytes = std::uint64_t{8} << 30;  // blobs stream to disk; the download checks the exact length
-  UPK_TRY_ASSIGN(rt->http, MakeHttpClient(hopt));
-  UpdaterEndpoint endpoint;
-  endpoint.base_url = rt->config.updater_url;
-  UPK_TRY_ASSIGN(rt->api, MakeUpdaterApi(endpoint, *rt->identity, SystemClock::Instance(), SystemRandom::Instance(),
-                                         *rt->http));
-  rt->tuf = MakeTufFetcher(*rt->http);
-  AgentDeps d;
-  d.config = &rt->config;
-  d.fs = &RealFs::Instance();
-  d.store = rt->store.get();
-  d.clock = &SystemClock::Instance();
-  d.random = &SystemRandom::Instance();
-  d.identity = &*rt->identity;
-  d.director_key = &*rt->director;
-  d.api = rt->api.get();
-  d.http = rt->http.get();
-  d.tuf_fetcher = rt->tuf.get();
-  d.runner = &rt->runner;
-  d.sleeper = &RealSleeper::Instance();
-  d.log = std::move(log);
-  rt->agent = std::make_unique<Agent>(std::move(d));
-  return rt;
+Expected<std::unique_ptr<AgentRuntime>> OpenRuntime(const Ctx& ctx, std::function<void(const std::string&)> log) {
+  UPK_TRY_ASSIGN(AgentConfig config, LoadConfig(ctx));
+  return OpenAgentRuntime(std::move(config), false, std::move(log));
 }
 
 // A read-only view of the store for status and history while the daemon may be working.
