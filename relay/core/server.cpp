@@ -94,6 +94,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   tcp::acceptor acceptor;
   asio::steady_timer sweep;
   asio::steady_timer accept_retry;
+  asio::steady_timer wakeup{io};  // Server::RunAt
   std::thread thread;
   SSL_CTX* ctx = nullptr;
   std::uint16_t bound_port = 0;
@@ -704,6 +705,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     acceptor.close(ignored);
     sweep.cancel();
     accept_retry.cancel();
+    wakeup.cancel();
     std::vector<std::shared_ptr<Conn>> all;
     for (auto& [p, c] : conns) all.push_back(c);
     for (auto& c : all) Close(*c, "relay stopping");
@@ -789,6 +791,16 @@ void Server::SendUpgrade(const std::string& client_id, const Json& offer, Comple
 void Server::SendBuildChunk(const std::string& client_id, std::string bytes, Completion done) {
   asio::post(impl_->io, [impl = impl_, client_id, bytes = std::move(bytes), done = std::move(done)]() mutable {
     impl->SendWithCompletion(client_id, FrameType::kBuildChunk, std::move(bytes), std::move(done));
+  });
+}
+
+void Server::RunAt(std::chrono::steady_clock::time_point when, std::function<void()> fn) {
+  asio::post(impl_->io, [impl = impl_, when, fn = std::move(fn)]() mutable {
+    if (impl->stopping) return;
+    impl->wakeup.expires_at(when);  // aborts the wait it replaces
+    impl->wakeup.async_wait([fn = std::move(fn)](const asio::error_code& ec) {
+      if (!ec) fn();
+    });
   });
 }
 

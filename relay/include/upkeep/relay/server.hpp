@@ -31,6 +31,7 @@
 #include "upkeep/common/error.hpp"
 #include "upkeep/common/json.hpp"
 #include "upkeep/relay/client_store.hpp"
+#include "upkeep/relay/scheduler.hpp"  // BuildReport
 
 namespace upkeep::relay {
 
@@ -63,12 +64,8 @@ struct ClientInfo {
   std::string mode;  // "active" or "passive"
 };
 
-// What a client sent in BUILD_REPORT (validated: result is "installed" or "failed").
-struct BuildReport {
-  std::string version;
-  std::string result;
-  std::string detail;
-};
+// What a client sent in BUILD_REPORT (validated: result is "installed" or "failed") is the
+// scheduler's BuildReport (scheduler.hpp), one type for both so the core passes it through.
 
 // Hooks for the client upgrade scheduler. Called on the I/O thread; keep them quick.
 class ServerObserver {
@@ -134,6 +131,9 @@ class Server {
   void ListOnlineClients(std::function<void(std::vector<ClientInfo>)> done);
   // Runs `fn` on the I/O thread.
   void Post(std::function<void()> fn);
+  // One re-armable wake-up on the I/O thread: `fn` runs at `when` unless a later RunAt replaces
+  // it first (the replaced one never runs) or Stop() comes first. For the upgrade pacing timer.
+  void RunAt(std::chrono::steady_clock::time_point when, std::function<void()> fn);
 
   ServerStats stats() const;
 
