@@ -293,7 +293,10 @@ TEST_F(RelayCoreTest, WaveOfThirtyClientsUnderBothCaps) {
   std::printf("wave: %.2f s, %d windows, worst 1-s window %.3f x cap, average use %.3f, max receiving %d\n",
               wave_seconds, windows, worst, average, wave.max_receiving.load());
   EXPECT_GT(windows, 30);
-  EXPECT_LE(worst, 1.05);
+  // Measured where the bytes arrive: a loaded machine (the sanitizer stage runs tests two at a
+  // time) can delay one chunk across a window's edge, so one chunk (64 KiB) more is allowed. The
+  // relay's own pacing is held to 5% by the scheduler's tests.
+  EXPECT_LE(worst, 1.05 + 65536.0 / kRate);
   EXPECT_GE(average, 0.90);
 }
 
