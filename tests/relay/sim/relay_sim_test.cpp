@@ -255,11 +255,11 @@ TEST_F(RelaySimTest, UpgradeIsDownloadedVerifiedInstalledAndReportedAndBadOnesFa
   offer(3, other_sig, sha, build.size());                                  // wrong signature
   offer(4, good_sig, Sha256Hex("not the build"), build.size());           // wrong hash
   offer(5, good_sig, sha, build.size() - 1);                              // longer than announced
-  ASSERT_TRUE(Eventually([&] { return observer_.reports.size() >= 6 || fleet.Summary().upgrades_failed >= 3; }));
-  ASSERT_TRUE(Eventually([&] {
+  const auto reported = [&] {
     std::lock_guard l(observer_.mu);
-    return observer_.reports.size() == 6;
-  })) << observer_.reports.size();
+    return observer_.reports.size();
+  };
+  ASSERT_TRUE(Eventually([&] { return reported() == 6; })) << reported();
   for (int i = 0; i < 3; ++i) EXPECT_EQ(observer_.ReportOf(IdFor(i)), "installed:2.0.0:");
   EXPECT_EQ(observer_.ReportOf(IdFor(3)), "failed:2.0.0:bad vendor signature");
   EXPECT_EQ(observer_.ReportOf(IdFor(4)), "failed:2.0.0:sha256 mismatch");
@@ -492,7 +492,7 @@ TEST_F(RelaySimTest, MemoryPerSimulatedConnection) {
   std::printf("[ relay-sim] %d simulated TLS clients connected in %.1f s; test process RSS %ld KiB before, %ld KiB "
               "after: %.2f KiB per simulated connection (marginal)\n",
               n, secs, before, after, each);
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // both inflate memory
   EXPECT_LT(each, 48.0);
 #endif
   fleet.Stop();
