@@ -155,6 +155,8 @@ step "portal: a damaged key, a replayed (superseded) key and a revoked appliance
 code=$(curl -s -o bad.json -w '%{http_code}' -H 'Content-Type: application/json' \
   -d '{"download_key": "UPK1-AAAAAA-BBBBBB"}' "$STACK_UP_URL/api/v1/portal/offers")
 [[ $code == 400 ]] || fail "a damaged key: $code $(cat bad.json)"
+# Keys carry their time in whole seconds: a newer key must be at least a second newer.
+sleep 1
 offline "$a" --json download-key --valid-hours 24 >key2.json || fail "second download key"
 curl -sf -H 'Content-Type: application/json' -d "$(jq -n --arg k "$(jq -r .download_key key2.json)" '{download_key: $k}')" \
   "$STACK_UP_URL/api/v1/portal/offers" >/dev/null || fail "the newer key was refused"
