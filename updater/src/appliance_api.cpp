@@ -224,18 +224,9 @@ struct ApplianceApi {
           return ctx->KeyserverFailure("appliance lookup", record.error());
         }
         if (record->revoked) return ApiError(403, "appliance_revoked", "this appliance has been revoked");
-        auto key = trust::AppliancePublicKey::FromJson(record->public_key);
-        if (!key.ok() || key->appliance_id() != sig.appliance_id) {
-          return ctx->KeyserverFailure("appliance lookup", Error(Errc::kParse, "keyserver record has a mismatched key"));
-        }
-        auto a = std::make_shared<CachedAppliance>();
-        a->appliance_id = sig.appliance_id;
-        a->key = std::move(key).value();
-        a->public_key = record->public_key;
-        a->customer = record->customer;
-        a->enrolled_at = record->enrolled_at;
-        a->maintenance_end = record->maintenance_end;
-        auth.appliance = std::move(a);
+        auto a = ApplianceFromRecord(sig.appliance_id, *record);
+        if (!a.ok()) return ctx->KeyserverFailure("appliance lookup", a.error());
+        auth.appliance = std::move(a).value();
         auth.is_new = true;
       }
     }
@@ -269,14 +260,6 @@ struct ApplianceApi {
       }
     }
     return std::nullopt;
-  }
-
-  // The appliances row of a first contact, inside the caller's transaction.
-  static Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now) {
-    UPK_TRY(c.Exec("INSERT INTO appliances (appliance_id, public_key, customer, enrolled_at, maintenance_end, first_seen) "
-                   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appliance_id) DO NOTHING",
-                   a.appliance_id, a.public_key.dump(), a.customer, a.enrolled_at, a.maintenance_end, now));
-    return OkStatus();
   }
 
   Response Enrol(const Request& req) const {
@@ -638,6 +621,28 @@ std::optional<Response> SignedHeadersPrecheck(const Request& req) {
 }
 
 }  // namespace
+
+Expected<std::shared_ptr<CachedAppliance>> ApplianceFromRecord(const std::string& id,
+                                                               const keyserver::ApplianceRecord& record) {
+  auto key = trust::AppliancePublicKey::FromJson(record.public_key);
+  if (!key.ok() || key->appliance_id() != id) return Error(Errc::kParse, "keyserver record has a mismatched key");
+  auto a = std::make_shared<CachedAppliance>();
+  a->appliance_id = id;
+  a->key = std::move(key).value();
+  a->public_key = record.public_key;
+  a->customer = record.customer;
+  a->enrolled_at = record.enrolled_at;
+  a->maintenance_end = record.maintenance_end;
+  a->revoked = record.revoked;
+  return a;
+}
+
+Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now) {
+  UPK_TRY(c.Exec("INSERT INTO appliances (appliance_id, public_key, customer, enrolled_at, maintenance_end, first_seen) "
+                 "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appliance_id) DO NOTHING",
+                 a.appliance_id, a.public_key.dump(), a.customer, a.enrolled_at, a.maintenance_end, now));
+  return OkStatus();
+}
 
 Expected<AppliancePlan> PlanAppliance(const CatalogSnapshot& snapshot, const CachedAppliance& appliance,
                                       const packages::Installed& installed, SysTime now, std::chrono::seconds validity) {

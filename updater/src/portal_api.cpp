@@ -213,19 +213,9 @@ struct PortalApi {
           }
           return ctx->KeyserverFailure("appliance lookup", record.error());
         }
-        auto key = trust::AppliancePublicKey::FromJson(record->public_key);
-        if (!key.ok() || key->appliance_id() != id) {
-          return ctx->KeyserverFailure("appliance lookup", Error(Errc::kParse, "keyserver record has a mismatched key"));
-        }
-        auto a = std::make_shared<CachedAppliance>();
-        a->appliance_id = id;
-        a->key = std::move(key).value();
-        a->public_key = record->public_key;
-        a->customer = record->customer;
-        a->enrolled_at = record->enrolled_at;
-        a->maintenance_end = record->maintenance_end;
-        a->revoked = record->revoked;
-        out.appliance = std::move(a);
+        auto a = ApplianceFromRecord(id, *record);
+        if (!a.ok()) return ctx->KeyserverFailure("appliance lookup", a.error());
+        out.appliance = std::move(a).value();
         out.is_new = true;
       }
     }
@@ -241,13 +231,6 @@ struct PortalApi {
       return ApiError(403, "appliance_revoked", "appliance " + id + " has been revoked: no updates are offered to it");
     }
     return out;
-  }
-
-  static Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now) {
-    UPK_TRY(c.Exec("INSERT INTO appliances (appliance_id, public_key, customer, enrolled_at, maintenance_end, first_seen) "
-                   "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appliance_id) DO NOTHING",
-                   a.appliance_id, a.public_key.dump(), a.customer, a.enrolled_at, a.maintenance_end, now));
-    return OkStatus();
   }
 
   // A key older than the newest one seen from its appliance: the 409 answer (else nullopt).

@@ -1,7 +1,8 @@
 // What the appliance API (online check-ins and events) and the download portal (download keys,
 // bundles, install reports) share, so an air-gapped appliance is planned and recorded exactly
 // like an online one: the plan an appliance gets in a given installed state, and the parsing and
-// idempotent recording of its report events. Implemented in appliance_api.cpp.
+// idempotent recording of its report events, and how an appliance first known from the keyserver
+// becomes a cached appliance and a row. Implemented in appliance_api.cpp.
 // Pure functions over their arguments (the plan) or the caller's transaction (the events).
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "fleet_state.hpp"
+#include "upkeep/keyserver/client.hpp"
 #include "upkeep/trust/documents.hpp"
 
 namespace upkeep::updater {
@@ -52,5 +54,13 @@ struct EventsOutcome {
 // transaction; the appliance's row must exist.
 Expected<EventsOutcome> InsertEvents(db::Connection& c, const std::string& appliance_id,
                                      const std::vector<ApplianceEvent>& events, SysTime now);
+
+// An appliance the updater has no row for yet, from the keyserver's record of `id`: kParse when the
+// record's key is not that appliance's (the caller answers as a keyserver failure).
+Expected<std::shared_ptr<CachedAppliance>> ApplianceFromRecord(const std::string& id,
+                                                               const keyserver::ApplianceRecord& record);
+
+// The appliances row of a first contact (no-op if it exists), inside the caller's transaction.
+Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now);
 
 }  // namespace upkeep::updater
