@@ -2,7 +2,6 @@
 // and the signed TLS peer server in front of them.
 #include <sys/stat.h>
 
-#include <iterator>
 #include <mutex>
 
 #include "upkeep/agent/cluster.hpp"
