@@ -93,11 +93,13 @@ struct Agent::Operation {
   std::string phase;
   int attempts = 1;
   SysTime started{};
+  bool client_upgrade = false;  // a software package that brings endpoint client builds
 
   Json ToJson() const {
     Json j = {{"id", id}, {"step", step.ToJson()}, {"handler", handler}, {"phase", phase},
               {"attempts", attempts}, {"started", FormatTimestamp(started)}};
     j["previous"] = previous ? Json(previous->ToString()) : Json(nullptr);
+    if (client_upgrade) j["client_upgrade"] = true;
     return j;
   }
   static Expected<Operation> FromJson(const Json& j) {
@@ -109,6 +111,7 @@ struct Agent::Operation {
       op.phase = j.at("phase").get<std::string>();
       op.attempts = j.at("attempts").get<int>();
       UPK_TRY_ASSIGN(op.started, ParseTimestamp(j.at("started").get<std::string>()));
+      op.client_upgrade = j.value("client_upgrade", false);
       if (!j.at("previous").is_null()) {
         UPK_TRY_ASSIGN(Version v, Version::Parse(j.at("previous").get<std::string>()));
         op.previous = v;
@@ -138,6 +141,22 @@ Json Agent::InstalledJson() const {
   auto j = d_.store->Get("installed");
   if (!j || !j->is_object() || !j->contains("packages")) return Json{{"packages", Json::object()}};
   return *j;
+}
+
+Expected<std::vector<ClientBuildsFile>> Agent::ClientBuildFiles() {
+  std::vector<ClientBuildsFile> out;
+  const Json doc = InstalledJson();
+  for (const auto& [name, p] : doc.at("packages").items()) {
+    if (!p.value("client_upgrade", false) || p.value("kind", "") != "software") continue;
+    UPK_TRY_ASSIGN(Version v, Version::Parse(p.value("version", "")));
+    UPK_TRY_ASSIGN(auto handler, HandlerFor(p.value("handler", "files")));
+    ClientBuildsFile f;
+    f.package = name;
+    f.version = v.ToString();
+    f.path = handler->WorkDir(name, v) / kClientBuildsFileName;
+    out.push_back(std::move(f));
+  }
+  return out;
 }
 
 trust::InstalledSet Agent::Installed() const {
@@ -336,6 +355,7 @@ Status Agent::MarkInstalled(const Operation& op) {
   Json entry = {{"version", op.step.version.ToString()}, {"kind", packages::KindName(op.step.kind)},
                 {"handler", op.handler}, {"installed_at", FormatTimestamp(d_.clock->Now())}};
   entry["previous"] = op.previous ? Json(op.previous->ToString()) : Json(nullptr);
+  if (op.client_upgrade) entry["client_upgrade"] = true;
   doc["packages"][op.step.name] = entry;
   if (op.step.kind == packages::Kind::kSoftware) {
     doc["last_software"] = {{"at", FormatTimestamp(d_.clock->Now())}, {"name", op.step.name}};
@@ -522,6 +542,8 @@ Status Agent::RunOperation(Operation& op) {
   }
   UPK_TRY_ASSIGN(InstallSpec spec, InstallSpec::FromManifest(manifest));
   op.handler = HandlerKindName(spec.handler);
+  // Only software releases start a client upgrade wave; base updates and add-ons never do.
+  op.client_upgrade = manifest.client_upgrade && manifest.kind == packages::Kind::kSoftware;
   UPK_TRY_ASSIGN(auto handler, HandlerFor(op.handler));
   UPK_TRY(d_.fs->CreateDirectories(d_.config->system_root, 0755));
   UPK_TRY(CheckFreeSpace(d_.config->system_root, manifest.PayloadBytes(), label + " (unpacked)"));
@@ -707,6 +729,7 @@ Expected<std::string> Agent::Provision(const std::filesystem::path& upk) {
   op.step.version = m.version;
   op.step.kind = m.kind;
   op.handler = HandlerKindName(spec.handler);
+  op.client_upgrade = m.client_upgrade && m.kind == packages::Kind::kSoftware;
   op.started = d_.clock->Now();
   UPK_TRY_ASSIGN(auto handler, HandlerFor(op.handler));
   UPK_TRY(d_.fs->CreateDirectories(d_.config->system_root, 0755));

@@ -39,6 +39,7 @@ struct Ctx {
   std::string config_path;
   bool json = false;
   std::function<int()> run;
+  const std::vector<DaemonServiceFactory>* services = nullptr;
 
   int Fail(const Error& e) const {
     *err << "appliance-agent: error: " << e.message() << "\n";
@@ -391,7 +392,8 @@ int RunRollback(const Ctx& ctx, const std::string& name) {
 
 // One unit of daemon work: recover, check when due, install what may be installed now.
 // Returns when the daemon should wake up next.
-SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, bool check_now, std::string* stop) {
+SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, bool check_now, std::string* stop,
+                    const std::vector<std::unique_ptr<DaemonService>>& services) {
   const SysTime now = SystemClock::Instance().Now();
   auto rt = OpenRuntime(ctx, LogTo(*ctx.out));
   if (!rt.ok()) {
@@ -440,7 +442,29 @@ SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, 
       wake = std::min(wake, SystemClock::Instance().Now() + std::chrono::seconds(60));
     }
   }
+  for (const auto& service : services) service->AfterCycle(agent);
   return wake;
+}
+
+// SIGHUP (sent by `settings KEY VALUE`): the services re-read settings and installed state now,
+// from a read-only view so the next cycle's store lock is not in the way.
+void ReloadServices(const AgentConfig& config, const std::vector<std::unique_ptr<DaemonService>>& services,
+                    const Ctx& ctx) {
+  if (services.empty()) return;
+  auto rt = OpenAgentRuntime(config, true);
+  if (!rt.ok()) {
+    *ctx.err << Now() << " reload: " << rt.error().message() << std::endl;
+    return;
+  }
+  for (const auto& service : services) service->AfterCycle(*(*rt)->agent);
+}
+
+// Tells a running daemon (its pid file) to reload; false when none runs.
+bool NotifyDaemon(const AgentConfig& config) {
+  auto text = ReadFileBounded(config.state_dir / "agent.pid", 64);
+  if (!text.ok()) return false;
+  const long pid = std::strtol(text->c_str(), nullptr, 10);
+  return pid > 1 && ::kill(static_cast<pid_t>(pid), SIGHUP) == 0;
 }
 
 int RunDaemon(const Ctx& ctx, bool once) {
@@ -451,8 +475,10 @@ int RunDaemon(const Ctx& ctx, bool once) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   const auto pid_file = config->state_dir / "agent.pid";
+  std::error_code ec_ignored;
   if (auto s = WriteFileAtomic(pid_file, std::to_string(::getpid()) + "\n"); !s.ok()) return ctx.Fail(s.error());
   Settings settings;
   {
@@ -466,12 +492,21 @@ int RunDaemon(const Ctx& ctx, bool once) {
   popt.backoff_cap = settings.backoff_cap;
   auto schedule = PollSchedule::Create(popt, SystemClock::Instance(), SystemRandom::Instance());
   if (!schedule.ok()) return ctx.Fail(schedule.error());
+  std::vector<std::unique_ptr<DaemonService>> services;
+  for (const auto& factory : ctx.services ? *ctx.services : std::vector<DaemonServiceFactory>{}) {
+    auto service = factory(*config, [out = ctx.out](const std::string& line) { *out << Now() << " " << line << std::endl; });
+    if (!service.ok()) {
+      std::filesystem::remove(pid_file, ec_ignored);
+      return ctx.Fail(service.error());
+    }
+    if (*service) services.push_back(std::move(*service));
+  }
   *ctx.out << Now() << " appliance-agent " << kAgentVersion << " started (pid " << ::getpid() << ")" << std::endl;
   std::string stop;
   SysTime next_check = SystemClock::Instance().Now();
   bool check_now = true;
   for (;;) {
-    const SysTime wake = DaemonCycle(ctx, *schedule, next_check, check_now, &stop);
+    const SysTime wake = DaemonCycle(ctx, *schedule, next_check, check_now, &stop, services);
     check_now = false;
     next_check = wake;
     if (once) break;
@@ -480,9 +515,10 @@ int RunDaemon(const Ctx& ctx, bool once) {
     const int sig = sigtimedwait(&set, nullptr, &ts);
     if (sig == SIGTERM || sig == SIGINT) break;
     if (sig == SIGUSR1) check_now = true;
+    if (sig == SIGHUP) ReloadServices(*config, services, ctx);
   }
-  std::error_code ec;
-  std::filesystem::remove(pid_file, ec);
+  services.clear();  // stops them before the pid file goes
+  std::filesystem::remove(pid_file, ec_ignored);
   *ctx.out << Now() << " appliance-agent stopped" << std::endl;
   return 0;
 }
@@ -755,12 +791,16 @@ int RunSettings(const Ctx& ctx, const std::string& key, const std::optional<std:
   if (auto r = s.Set(key, *value); !r.ok()) return ctx.Fail(r.error());
   if (auto r = (*rt)->store->Put("settings", s.ToJson()); !r.ok()) return ctx.Fail(r.error());
   *ctx.out << key << " = " << s.ToJson()[key].dump() << "\n";
+  const AgentConfig config = (*rt)->config;
+  rt->reset();  // the store lock, before the daemon reads the new value
+  if (NotifyDaemon(config)) *ctx.out << "the running agent daemon applies it now\n";
   return 0;
 }
 
 }  // namespace
 
-int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra) {
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra,
+         const std::vector<DaemonServiceFactory>& services) {
   CLI::App app{"appliance-agent: keeps this appliance up to date, safely (docs/agent.md)", "appliance-agent"};
   app.set_version_flag("--version", kAgentVersion);
   app.require_subcommand(1);
@@ -768,6 +808,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   Ctx ctx;
   ctx.out = &out;
   ctx.err = &err;
+  ctx.services = &services;
   app.add_option("--config", ctx.config_path, "Agent configuration file (default $UPKEEP_AGENT_CONFIG or " +
                                                   std::string(kDefaultConfig) + ")");
   app.add_flag("--json", ctx.json, "Machine-readable output");

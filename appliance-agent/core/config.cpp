@@ -68,7 +68,7 @@ Expected<std::uint64_t> ParseUnsigned(std::string_view text, const std::string& 
 Expected<AgentConfig> AgentConfig::FromJson(const Json& j, const std::filesystem::path& base) {
   const std::string what = "agent config";
   UPK_TRY(OnlyKnown(j, {"state_dir", "system_root", "updater_url", "ca_file", "identity_file", "director_key_file",
-                        "backup"},
+                        "backup", "relay"},
                     what));
   AgentConfig c;
   UPK_TRY_ASSIGN(std::string state, String(j, "state_dir", what, true));
@@ -98,6 +98,36 @@ Expected<AgentConfig> AgentConfig::FromJson(const Json& j, const std::filesystem
     c.backup.licence_path = Resolve(licence, base);
     c.backup.vault_key_path = Resolve(vault, base);
   }
+  if (j.contains("relay")) {
+    const Json& r = j["relay"];
+    const std::string rw = what + ": relay";
+    UPK_TRY(OnlyKnown(r, {"listen", "certificate", "private_key", "clients", "accept_rate", "max_connections"}, rw));
+    RelayConfig rc;
+    UPK_TRY_ASSIGN(rc.listen, String(r, "listen", rw, true));
+    UPK_TRY_ASSIGN(std::string cert, String(r, "certificate", rw, true));
+    UPK_TRY_ASSIGN(std::string key, String(r, "private_key", rw, true));
+    UPK_TRY_ASSIGN(std::string clients, String(r, "clients", rw, true));
+    if (rc.listen.empty() || cert.empty() || key.empty() || clients.empty()) {
+      return Error(Errc::kParse, rw + ": listen, certificate, private_key and clients must not be empty");
+    }
+    rc.certificate = Resolve(cert, base);
+    rc.private_key = Resolve(key, base);
+    rc.clients = Resolve(clients, base);
+    if (r.contains("accept_rate")) {
+      if (!r["accept_rate"].is_number() || !(r["accept_rate"].get<double>() > 0) || r["accept_rate"].get<double>() > 1e6) {
+        return Error(Errc::kParse, rw + ": accept_rate must be a number of connections per second, 0 < rate <= 1000000");
+      }
+      rc.accept_rate = r["accept_rate"].get<double>();
+    }
+    if (r.contains("max_connections")) {
+      if (!r["max_connections"].is_number_integer() || r["max_connections"].get<std::int64_t>() < 1 ||
+          r["max_connections"].get<std::int64_t>() > 1000000) {
+        return Error(Errc::kParse, rw + ": max_connections must be 1..1000000");
+      }
+      rc.max_connections = r["max_connections"].get<std::size_t>();
+    }
+    c.relay = std::move(rc);
+  }
   return c;
 }
 
@@ -118,13 +148,19 @@ Json AgentConfig::ToJson() const {
   if (!backup.licence_path.empty()) b["licence_path"] = backup.licence_path.string();
   if (!backup.vault_key_path.empty()) b["vault_key_path"] = backup.vault_key_path.string();
   j["backup"] = b;
+  if (relay) {
+    j["relay"] = {{"listen", relay->listen},          {"certificate", relay->certificate.string()},
+                  {"private_key", relay->private_key.string()}, {"clients", relay->clients.string()},
+                  {"accept_rate", relay->accept_rate}, {"max_connections", relay->max_connections}};
+  }
   return j;
 }
 
 Expected<Settings> Settings::FromJson(const Json& j) {
   const std::string what = "settings";
   UPK_TRY(OnlyKnown(j, {"poll_interval_seconds", "poll_jitter", "backoff_cap_seconds", "bandwidth_limit",
-                        "maintenance_windows", "auto_install", "backups_keep", "backup_before_install"},
+                        "maintenance_windows", "auto_install", "backups_keep", "backup_before_install",
+                        "max_concurrent_client_upgrades", "max_client_upgrade_bandwidth"},
                     what));
   Settings s;
   try {
@@ -172,6 +208,21 @@ Expected<Settings> Settings::FromJson(const Json& j) {
       }
       s.backups_keep = j["backups_keep"].get<std::size_t>();
     }
+    // The same ranges as relay::ValidateSettings (the agent core does not link the relay).
+    if (j.contains("max_concurrent_client_upgrades")) {
+      const Json& v = j["max_concurrent_client_upgrades"];
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > 100000) {
+        return Error(Errc::kParse, what + ": max_concurrent_client_upgrades must be 1..100000");
+      }
+      s.max_concurrent_client_upgrades = v.get<std::uint32_t>();
+    }
+    if (j.contains("max_client_upgrade_bandwidth")) {
+      const Json& v = j["max_client_upgrade_bandwidth"];
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 16384 || v.get<std::int64_t>() > (std::int64_t{1} << 40)) {
+        return Error(Errc::kParse, what + ": max_client_upgrade_bandwidth must be 16384..1099511627776 bytes per second");
+      }
+      s.max_client_upgrade_bandwidth = v.get<std::uint64_t>();
+    }
   } catch (const std::exception& e) {
     return Error(Errc::kParse, what + ": " + e.what());
   }
@@ -186,7 +237,9 @@ Json Settings::ToJson() const {
               {"maintenance_windows", maintenance_windows},
               {"auto_install", auto_install},
               {"backups_keep", backups_keep},
-              {"backup_before_install", backup_before_install}};
+              {"backup_before_install", backup_before_install},
+              {"max_concurrent_client_upgrades", max_concurrent_client_upgrades},
+              {"max_client_upgrade_bandwidth", max_client_upgrade_bandwidth}};
 }
 
 Status Settings::Set(std::string_view key, std::string_view value) {

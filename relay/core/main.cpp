@@ -17,6 +17,8 @@
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/files.hpp"
 #include "upkeep/common/json.hpp"
+#include "upkeep/relay/address.hpp"
+#include "upkeep/relay/builds_file.hpp"
 #include "upkeep/relay/client_store.hpp"
 #include "upkeep/relay/relay_core.hpp"
 
@@ -38,38 +40,6 @@ struct ServeArgs {
 };
 
 constexpr std::uint64_t kMaxConfigBytes = 1 << 20;
-constexpr std::size_t kMaxBuilds = 256;
-
-// --builds: {"builds": [{"platform", "version", "path", "sha256", "signature"}]}; a relative path
-// is relative to the file's directory; the length is the file's size (RelayCore checks the hash).
-Expected<std::vector<relay::ClientBuild>> LoadBuilds(const std::filesystem::path& file) {
-  UPK_TRY_ASSIGN(auto text, ReadFileBounded(file, kMaxConfigBytes));
-  auto json = ParseJson(text);
-  if (!json.ok()) return json.error().Wrap(file.string());
-  auto list = GetArray(*json, "builds");
-  if (!list.ok()) return list.error().Wrap(file.string());
-  if ((*list)->size() > kMaxBuilds) return Error(Errc::kLimit, file.string() + ": more than 256 builds");
-  std::vector<relay::ClientBuild> out;
-  for (std::size_t i = 0; i < (*list)->size(); ++i) {
-    const Json& e = (**list)[i];
-    const std::string where = file.string() + ": build " + std::to_string(i);
-    relay::ClientBuild b;
-    std::string path;
-    for (auto [key, dst] : {std::pair<const char*, std::string*>{"platform", &b.platform}, {"version", &b.version},
-                            {"path", &path}, {"sha256", &b.sha256}, {"signature", &b.signature}}) {
-      auto v = e.is_object() ? GetString(e, key) : Expected<std::string>(Error(Errc::kParse, "not an object"));
-      if (!v.ok()) return v.error().Wrap(where);
-      *dst = *v;
-    }
-    b.path = std::filesystem::path(path).is_absolute() ? std::filesystem::path(path) : file.parent_path() / path;
-    std::error_code ec;
-    auto size = std::filesystem::file_size(b.path, ec);
-    if (ec) return Error(Errc::kNotFound, where + ": " + b.path.string() + ": " + ec.message());
-    b.length = size;
-    out.push_back(std::move(b));
-  }
-  return out;
-}
 
 // --settings: {"max_concurrent_client_upgrades": N, "max_client_upgrade_bandwidth": BYTES}, both
 // optional; all values are checked before any is applied.
@@ -98,21 +68,6 @@ Status ApplySettings(const std::filesystem::path& file, relay::RelayCore& core, 
   return OkStatus();
 }
 
-bool SplitListen(const std::string& text, std::string& host, std::uint16_t& port) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size()) return false;
-  host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  unsigned long p = 0;
-  for (char ch : text.substr(colon + 1)) {
-    if (ch < '0' || ch > '9') return false;
-    p = p * 10 + static_cast<unsigned long>(ch - '0');
-    if (p > 65535) return false;
-  }
-  port = static_cast<std::uint16_t>(p);
-  return !host.empty();
-}
-
 int Serve(const ServeArgs& args) {
   std::mutex log_mu;
   auto log = [&log_mu](std::string_view line) {
@@ -125,10 +80,13 @@ int Serve(const ServeArgs& args) {
     return 2;
   }
   relay::ServerOptions opt;
-  if (!SplitListen(args.listen, opt.address, opt.port)) {
-    std::cerr << "relay: --listen: '" << args.listen << "' is not ADDRESS:PORT\n";
+  auto listen = relay::ParseHostPort(args.listen, true);
+  if (!listen.ok()) {
+    std::cerr << "relay: --listen: " << listen.error().message() << "\n";
     return 2;
   }
+  opt.address = listen->first;
+  opt.port = listen->second;
   opt.certificate_chain = args.cert;
   opt.private_key = args.key;
   opt.accept_rate = args.rate;
@@ -154,7 +112,7 @@ int Serve(const ServeArgs& args) {
   }
   auto load_builds = [&]() -> Status {
     if (args.builds.empty()) return OkStatus();
-    UPK_TRY_ASSIGN(auto builds, LoadBuilds(args.builds));
+    UPK_TRY_ASSIGN(auto builds, relay::LoadClientBuilds(args.builds, false));
     return server.SetBuilds(std::move(builds));
   };
   if (auto st = load_builds(); !st.ok()) {

@@ -246,6 +246,14 @@ Expected<std::unique_ptr<RelayCore>> RelayCore::Create(RelayCoreOptions options,
   auto impl = std::make_unique<Impl>(std::move(options), mono);
   UPK_TRY_ASSIGN(auto sched, UpgradeScheduler::Create(*impl, mono, wall, impl->opt.scheduler));
   impl->sched = std::move(sched);
+  // Every provisioned client is in the export from the start, offline until it checks in.
+  for (const auto& rec : store.ListClients()) {
+    CheckIn known;
+    known.id = rec.id;
+    known.platform = rec.platform;
+    known.version = rec.version;
+    if (auto st = impl->sched->ClientKnown(known, rec.last_checkin); !st.ok()) return st.error().Wrap("client store");
+  }
   impl->server = std::make_unique<Server>(impl->opt.server, store, wall, impl.get());
   return std::unique_ptr<RelayCore>(new RelayCore(std::move(impl)));
 }

@@ -314,6 +314,24 @@ Status UpgradeScheduler::ClientCheckedIn(const CheckIn& in) {
   return OkStatus();
 }
 
+Status UpgradeScheduler::ClientKnown(const CheckIn& in, std::optional<SysTime> last_checkin) {
+  if (in.id.empty() || in.id.size() > kMaxClientIdBytes || in.id.find('\0') != std::string::npos)
+    return Error(Errc::kInvalidArgument, "known client: id is empty, over 256 bytes or has a NUL byte");
+  if (in.platform.size() > kMaxFieldBytes || in.version.size() > kMaxFieldBytes)
+    return Error(Errc::kInvalidArgument, "known client " + Quoted(in.id) + ": platform or version over 64 bytes");
+  if (clients_.count(in.id) != 0) return OkStatus();
+  if (clients_.size() >= kMaxClients) return Error(Errc::kLimit, "known client " + Quoted(in.id) + ": more than 1000000 clients");
+  auto c = std::make_unique<Client>();
+  c->id = in.id;
+  c->platform = in.platform;
+  c->version = in.version;
+  if (last_checkin) c->last_checkin = *last_checkin;
+  Client& ref = *c;
+  clients_.emplace(in.id, std::move(c));
+  Evaluate(ref, false);
+  return OkStatus();
+}
+
 void UpgradeScheduler::ClientGone(const std::string& id) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;

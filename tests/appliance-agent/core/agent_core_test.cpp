@@ -196,7 +196,7 @@ TEST_F(AgentCoreTest, RefusesATamperedBlob) {
 
 TEST_F(AgentCoreTest, RefusesAPackageSignedByAnotherKey) {
   const PrivateKey other = PrivateKey::GenerateEd25519();
-  vendor_.Add("base", "2.1.0", ReleaseOptions{&other, std::nullopt, {}, ""});
+  vendor_.Add("base", "2.1.0", ReleaseOptions{&other, std::nullopt, {}, "", std::nullopt, false, {}});
   vendor_.Publish();
   vendor_.channel = {"base-2.1.0"};
   auto w = Provisioned();
@@ -209,7 +209,7 @@ TEST_F(AgentCoreTest, RefusesAPackageSignedByAnotherKey) {
 }
 
 TEST_F(AgentCoreTest, RefusesAManifestNamingAnotherVersion) {
-  vendor_.Add("base", "2.2.0", ReleaseOptions{nullptr, std::string("2.3.0"), {}, ""});
+  vendor_.Add("base", "2.2.0", ReleaseOptions{nullptr, std::string("2.3.0"), {}, "", std::nullopt, false, {}});
   vendor_.Publish();
   vendor_.channel = {"base-2.2.0"};
   auto w = Provisioned();

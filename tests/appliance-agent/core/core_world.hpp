@@ -112,6 +112,9 @@ struct ReleaseOptions {
   std::optional<std::string> manifest_version;   // default: the release's own
   std::vector<packages::Requirement> requires_;
   std::string tag;                               // makes the target path unique
+  std::optional<packages::Kind> kind;            // default: base for "base", else software
+  bool client_upgrade = false;                   // the manifest's client_upgrade
+  std::map<std::string, std::string> files;      // extra payload files (path -> content)
 };
 
 // The vendor side: keys, the TUF repository, releases, the director.
@@ -152,7 +155,7 @@ class Vendor {
     Release r;
     r.name = name;
     r.version = V(version);
-    r.kind = base ? packages::Kind::kBase : packages::Kind::kSoftware;
+    r.kind = o.kind.value_or(base ? packages::Kind::kBase : packages::Kind::kSoftware);
     const std::string id = name + "-" + version + o.tag;
     const fs::path src = dir_.path() / ("src-" + id);
     const std::string health = "#!/bin/sh\nif [ -e '" + HealthFailMarker(name, version).string() +
@@ -169,8 +172,10 @@ class Vendor {
       r.content = "software " + version + "\n";
       WriteFile(src / "app" / "version.txt", r.content);
     }
+    for (const auto& [path, content] : o.files) WriteFile(src / path, content);
     packages::PackSpec spec;
     spec.manifest = packages::testing::BaseManifest();
+    spec.manifest.client_upgrade = o.client_upgrade;
     spec.manifest.name = name;
     spec.manifest.version = V(o.manifest_version.value_or(version));
     spec.manifest.kind = r.kind;
@@ -493,7 +498,9 @@ inline void AddStandardReleases(Vendor& v) {
   v.Add("base", "2.0.0");
   v.Add("software", "7.0.0");
   v.Add("software", "7.1.0");
-  v.Add("software", "8.0.0", ReleaseOptions{nullptr, std::nullopt, {{"base", V("2.0.0")}}, ""});
+  ReleaseOptions needs_base2;
+  needs_base2.requires_ = {{"base", V("2.0.0")}};
+  v.Add("software", "8.0.0", needs_base2);
   v.Publish();
 }
 

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -114,6 +115,15 @@ struct ImportResult {
   std::optional<Error> install_error;
 };
 
+// Where an installed software release that brings endpoint client builds keeps their list
+// (relay/builds_file.hpp format, in its payload's top directory).
+inline constexpr const char* kClientBuildsFileName = "client-builds.json";
+struct ClientBuildsFile {
+  std::string package;
+  std::string version;
+  std::filesystem::path path;  // may be missing on disk: the release then brings no builds
+};
+
 class Agent {
  public:
   explicit Agent(AgentDeps deps);
@@ -155,6 +165,9 @@ class Agent {
 
   // Views for status and the CLI.
   trust::InstalledSet Installed() const;
+  // The client builds files of the installed software releases whose manifest said
+  // client_upgrade (base releases and add-ons never count), sorted by package name.
+  Expected<std::vector<ClientBuildsFile>> ClientBuildFiles();
   Json InstalledJson() const;
   Expected<std::vector<PlannedStep>> Plan() const;
   Settings CurrentSettings() const;

@@ -10,8 +10,13 @@
 #include <functional>
 #include <iosfwd>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "upkeep/agent/agent.hpp"
+#include "upkeep/agent/config.hpp"
+#include "upkeep/common/error.hpp"
 
 namespace upkeep::agent {
 
@@ -25,6 +30,20 @@ struct ExtraCommand {
 };
 using ExtraCommands = std::map<std::string, ExtraCommand>;
 
-int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra = {});
+// Something the daemon (`run`) hosts beside its update cycles, from a library built on this one
+// (the relay core, relay_host.hpp). Made once at start; AfterCycle runs on the daemon's thread at
+// the end of every cycle with that cycle's Agent (store lock held), so it sees what was just
+// installed; the service is destroyed (and stops) when the daemon exits.
+class DaemonService {
+ public:
+  virtual ~DaemonService() = default;
+  virtual void AfterCycle(Agent& agent) = 0;
+};
+// Returns nullptr when the configuration does not ask for the service; an error stops the start.
+using DaemonServiceFactory = std::function<Expected<std::unique_ptr<DaemonService>>(
+    const AgentConfig& config, std::function<void(const std::string&)> log)>;
+
+int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra = {},
+         const std::vector<DaemonServiceFactory>& services = {});
 
 }  // namespace upkeep::agent

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,18 @@
 
 namespace upkeep::agent {
 
+// The relay core the daemon hosts for the appliance's endpoint clients and technicians' consoles
+// (docs/agent/relay.md). Certificate and key are PEM files; `clients` is the relay's client store
+// (relay::JsonFileClientStore); the control socket lets the CLI ask the running daemon's relay.
+struct RelayConfig {
+  std::string listen;                  // "ADDRESS:PORT" ("[::]:7443"); port 0 picks one
+  std::filesystem::path certificate;
+  std::filesystem::path private_key;
+  std::filesystem::path clients;
+  double accept_rate = 500;            // new connections per second
+  std::size_t max_connections = 25000;
+};
+
 struct AgentConfig {
   std::filesystem::path state_dir;    // store, downloads, TUF metadata, backups, identity
   std::filesystem::path system_root;  // the package area the handlers install into
@@ -27,15 +40,18 @@ struct AgentConfig {
   std::filesystem::path identity_file;      // default STATE/identity.json
   std::filesystem::path director_key_file;  // the director's public key (TUF key JSON)
   BackupSource backup;                      // what a configuration backup holds
+  std::optional<RelayConfig> relay;         // set: the daemon hosts the relay core
 
   // Paths the agent derives from state_dir.
   std::filesystem::path StoreDir() const { return state_dir / "state"; }
   std::filesystem::path DownloadDir() const { return state_dir / "downloads"; }
   std::filesystem::path TufDir() const { return state_dir / "tuf"; }
   std::filesystem::path BackupDir() const { return state_dir / "backups"; }
+  std::filesystem::path RelaySocket() const { return state_dir / "relay.sock"; }
 
   // {"state_dir", "system_root", "updater_url", "ca_file"?, "identity_file"?, "director_key_file",
-  //  "backup"?: {"paths": [...], "tls_key_paths": [...], "licence_path"?, "vault_key_path"?}}.
+  //  "backup"?: {"paths": [...], "tls_key_paths": [...], "licence_path"?, "vault_key_path"?},
+  //  "relay"?: {"listen", "certificate", "private_key", "clients", "accept_rate"?, "max_connections"?}}.
   // Relative paths are resolved against `base` (the config file's directory).
   static Expected<AgentConfig> FromJson(const Json& json, const std::filesystem::path& base);
   static Expected<AgentConfig> Load(const std::filesystem::path& file);
@@ -51,6 +67,9 @@ struct Settings {
   bool auto_install = true;   // install what the assignment names without being asked
   std::size_t backups_keep = 5;
   bool backup_before_install = true;
+  // The relay's client upgrade throttles (relay::SchedulerSettings), applied live by the daemon.
+  std::uint32_t max_concurrent_client_upgrades = 10;      // 1..100000
+  std::uint64_t max_client_upgrade_bandwidth = 10u << 20;  // bytes per second, 16384..2^40
 
   static Expected<Settings> FromJson(const Json& json);  // missing fields keep their defaults
   Json ToJson() const;

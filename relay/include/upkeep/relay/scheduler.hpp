@@ -163,6 +163,9 @@ class UpgradeScheduler {
   // Events (each one also runs the pacing loop).
   Status ClientCheckedIn(const CheckIn& c);
   void ClientGone(const std::string& id);  // unknown ids are ignored
+  // A provisioned client not connected now (from the client store at start), so the export lists
+  // every client: offline with what it last reported. No-op for a client already known.
+  Status ClientKnown(const CheckIn& c, std::optional<SysTime> last_checkin);
   ConsoleAnswer ConsoleAsked(const std::string& id);
   // BUILD_GET: version must be the target, offset <= length; else kVerification and failed.
   Status BuildRequested(const std::string& id, std::string_view version, std::uint64_t offset);

@@ -1,0 +1,163 @@
+// `appliance-agent clients`: the relay's client counts, throttles and builds, or the client
+// export, asked of the running daemon over its control socket.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <ostream>
+
+#include "upkeep/agent/relay_host.hpp"
+#include "upkeep/common/files.hpp"
+
+namespace upkeep::agent {
+namespace {
+
+constexpr std::size_t kMaxAnswerBytes = 256u << 20;  // an export of a million clients fits
+constexpr int kAnswerTimeoutMs = 30000;
+
+constexpr const char* kUsage =
+    "usage: appliance-agent clients [--export csv|json] [-o FILE] [--json]\n"
+    "  The endpoint clients of the relay this appliance's agent daemon hosts: counts by state\n"
+    "  (current, upgrade pending, upgrading, failed, offline), the two throttle settings\n"
+    "  (appliance-agent settings max_concurrent_client_upgrades|max_client_upgrade_bandwidth VALUE)\n"
+    "  and the client builds being rolled out.\n"
+    "  --export csv|json  every client with id, platform, version, state, detail and last check-in\n"
+    "  -o FILE            write the export to FILE (atomically) instead of standard output\n";
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string Count(const Json& clients, const char* key) {
+  return std::to_string(clients.value(key, std::uint64_t{0})) + " " + key;
+}
+
+}  // namespace
+
+Expected<std::string> AskRelay(const std::filesystem::path& socket_path, const std::string& request) {
+  const std::string where = socket_path.string();
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (where.size() >= sizeof(addr.sun_path)) return Error(Errc::kInvalidArgument, where + ": path too long for a unix socket");
+  std::memcpy(addr.sun_path, where.c_str(), where.size() + 1);
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) return Error(Errc::kIo, where + ": socket: " + std::strerror(errno));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int e = errno;
+    if (e == ENOENT || e == ECONNREFUSED) {
+      return Error(Errc::kNotFound, "no running agent daemon hosts a relay here (" + where +
+                                        "): start `appliance-agent run` with a \"relay\" section in the agent config");
+    }
+    return Error(Errc::kIo, where + ": " + std::strerror(e));
+  }
+  const std::string line = request + "\n";
+  if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    return Error(Errc::kIo, where + ": send: " + std::strerror(errno));
+  }
+  std::string answer;
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return Error(Errc::kIo, where + ": the daemon did not answer within 30 s");
+    pollfd p{fd.get(), POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error(Errc::kIo, where + ": read: " + std::strerror(errno));
+    if (n == 0) break;
+    if (answer.size() + static_cast<std::size_t>(n) > kMaxAnswerBytes) {
+      return Error(Errc::kLimit, where + ": the answer is over 256 MiB");
+    }
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  if (answer.rfind("error: ", 0) == 0) return Error(Errc::kInvalidArgument, where + ": " + answer.substr(7));
+  return answer;
+}
+
+int ClientsMain(const std::string& config_path, const std::vector<std::string>& args, std::ostream& out,
+                std::ostream& err) {
+  std::string format, output;
+  bool json = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--export" && i + 1 < args.size()) {
+      format = args[++i];
+    } else if (a == "-o" && i + 1 < args.size()) {
+      output = args[++i];
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "-h" || a == "--help") {
+      out << kUsage;
+      return 0;
+    } else {
+      err << "appliance-agent clients: unexpected argument '" << a << "'\n" << kUsage;
+      return 2;
+    }
+  }
+  if (!format.empty() && format != "csv" && format != "json") {
+    err << "appliance-agent clients: --export takes csv or json, not '" << format << "'\n";
+    return 2;
+  }
+  if (!output.empty() && format.empty()) {
+    err << "appliance-agent clients: -o needs --export csv|json\n";
+    return 2;
+  }
+  const auto fail = [&err](const Error& e) {
+    err << "appliance-agent: error: " << e.message() << "\n";
+    return e.ExitCode();
+  };
+  auto config = AgentConfig::Load(config_path);
+  if (!config.ok()) return fail(config.error());
+  if (!config->relay) return fail(Error(Errc::kNotFound, config_path + ": no \"relay\" section: this agent hosts no relay"));
+  auto answer = AskRelay(config->RelaySocket(), format.empty() ? "status" : "export " + format);
+  if (!answer.ok()) return fail(answer.error());
+  if (!format.empty()) {
+    if (output.empty()) {
+      out << *answer;
+      return 0;
+    }
+    if (auto st = WriteFileAtomic(output, *answer); !st.ok()) return fail(st.error());
+    return 0;
+  }
+  if (json) {
+    out << *answer;
+    return 0;
+  }
+  auto status = ParseJson(*answer);
+  if (!status.ok() || !status->is_object()) return fail(Error(Errc::kParse, "the daemon's relay status is not a JSON object"));
+  const Json& s = *status;
+  const Json clients = s.value("clients", Json::object());
+  out << "Relay on " << s.value("listen", "") << " (port " << s.value("port", 0) << "), "
+      << s.value("connections", Json::object()).value("clients_online", 0) << " clients online\n";
+  out << "Clients: " << clients.value("total", 0) << " (" << Count(clients, "current") << ", "
+      << Count(clients, "upgrade pending") << ", " << Count(clients, "upgrading") << ", " << Count(clients, "failed")
+      << ", " << Count(clients, "offline") << ")\n";
+  const Json settings = s.value("settings", Json::object());
+  out << "Upgrades: at most " << settings.value("max_concurrent_client_upgrades", 0) << " at a time, "
+      << settings.value("max_client_upgrade_bandwidth", 0) << " bytes/s in total\n";
+  const Json builds = s.value("builds", Json::array());
+  if (builds.empty()) out << "Client builds: none (no installed software release brought any)\n";
+  for (const auto& b : builds) {
+    out << "Client build: " << b.value("platform", "") << " " << b.value("version", "") << " ("
+        << b.value("length", 0) << " bytes, from " << b.value("package", "") << ")\n";
+  }
+  return 0;
+}
+
+}  // namespace upkeep::agent
