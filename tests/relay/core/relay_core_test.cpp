@@ -225,7 +225,7 @@ TEST_F(RelayCoreTest, WaveOfThirtyClientsUnderBothCaps) {
   auto build = MakeBuild(512 * 1024);
   std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < 30; ++i) clients.push_back(Client(i));
-  ASSERT_TRUE(Eventually([&] { return core_->Stats().clients == 30; }));
+  ASSERT_TRUE(Eventually([&] { return core_->server_stats().clients == 30; }));
   for (auto& s : core_->Snapshot()) EXPECT_EQ(s.state, ClientState::kCurrent) << s.id;  // no builds yet
 
   Wave wave;
@@ -310,7 +310,7 @@ TEST_F(RelayCoreTest, ConsoleMovesPendingClientToTheFront) {
   std::vector<std::unique_ptr<TestClient>> clients;
   for (int i = 0; i < 5; ++i) clients.push_back(Client(i));
   auto current = Client(5, kNew);
-  ASSERT_TRUE(Eventually([&] { return core_->Stats().clients == 6; }));
+  ASSERT_TRUE(Eventually([&] { return core_->server_stats().clients == 6; }));
   ASSERT_TRUE(core_->SetBuilds({build}).ok());
 
   // client-00 (first by id) upgrades; the rest wait.
@@ -364,7 +364,7 @@ TEST_F(RelayCoreTest, StalledAndCorruptClientsFailAlone) {
   std::vector<std::unique_ptr<TestClient>> clients;
   clients.push_back(Client(0, kOld, 4096));
   for (int i = 1; i < 4; ++i) clients.push_back(Client(i));
-  ASSERT_TRUE(Eventually([&] { return core_->Stats().clients == 4; }));
+  ASSERT_TRUE(Eventually([&] { return core_->server_stats().clients == 4; }));
   Wave wave;
   std::vector<std::string> results(4);
   std::vector<std::thread> threads;
@@ -405,7 +405,7 @@ TEST_F(RelayCoreTest, StalledAndCorruptClientsFailAlone) {
 TEST_F(RelayCoreTest, SetBuildsRefusesBadFiles) {
   StartCore();
   auto c = Client(0);
-  ASSERT_TRUE(Eventually([&] { return core_->Stats().clients == 1; }));
+  ASSERT_TRUE(Eventually([&] { return core_->server_stats().clients == 1; }));
   auto good = MakeBuild(4096);
 
   auto wrong_hash = good;
@@ -458,7 +458,11 @@ TEST_F(RelayCoreTest, WorksBeforeStartAndAfterStop) {
   ASSERT_TRUE(core.ok());
   auto build = MakeBuild(1024);
   EXPECT_TRUE((*core)->SetBuilds({build}).ok());
-  EXPECT_EQ((*core)->Stats().clients, 0u);
+  // Every provisioned client is listed from the start, offline until it checks in.
+  const auto before = (*core)->Stats();
+  EXPECT_EQ(before.clients, store_.ListClients().size());
+  EXPECT_EQ(before.offline, before.clients);
+  EXPECT_GT(before.clients, 0u);
   ASSERT_TRUE((*core)->Start().ok());
   EXPECT_FALSE((*core)->Start().ok());
   (*core)->Stop();

@@ -61,6 +61,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   app.set_version_flag("--version", "upk 0.1.0");
   AddKeyCommands(app, ctx);
   AddPackageCommands(app, ctx);
+  AddClientBuildCommands(app, ctx);
   AddPlanCommand(app, ctx);
   AddRepoCommands(app, ctx);
   AddPublishCommands(app, ctx);

@@ -55,6 +55,7 @@ class Progress {
 // Command groups (one file each).
 void AddKeyCommands(CLI::App& app, Context& ctx);
 void AddPackageCommands(CLI::App& app, Context& ctx);  // pack, inspect, verify, unpack
+void AddClientBuildCommands(CLI::App& app, Context& ctx);  // client-build
 void AddPlanCommand(CLI::App& app, Context& ctx);
 void AddRepoCommands(CLI::App& app, Context& ctx);
 // Against the updater's operator API (docs/upk.md): `repo bootstrap` (added to the `repo` group,
