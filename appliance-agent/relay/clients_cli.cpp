@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <thread>
 #include <ostream>
 
 #include "upkeep/agent/relay_host.hpp"
@@ -20,12 +23,16 @@ constexpr int kAnswerTimeoutMs = 30000;
 
 constexpr const char* kUsage =
     "usage: appliance-agent clients [--export csv|json] [-o FILE] [--json]\n"
+    "       appliance-agent clients drain [--wait SECONDS]\n"
     "  The endpoint clients of the relay this appliance's agent daemon hosts: counts by state\n"
     "  (current, upgrade pending, upgrading, failed, offline), the two throttle settings\n"
     "  (appliance-agent settings max_concurrent_client_upgrades|max_client_upgrade_bandwidth VALUE)\n"
     "  and the client builds being rolled out.\n"
     "  --export csv|json  every client with id, platform, version, state, detail and last check-in\n"
-    "  -o FILE            write the export to FILE (atomically) instead of standard output\n";
+    "  -o FILE            write the export to FILE (atomically) instead of standard output\n"
+    "  drain              stop accepting new clients and console sessions (before a cluster node is\n"
+    "                     upgraded) and wait until no session is open (default at most 600 s; exit 1\n"
+    "                     if some remain); the relay stays drained until the daemon restarts\n";
 
 class Fd {
  public:
@@ -43,6 +50,34 @@ class Fd {
 
 std::string Count(const Json& clients, const char* key) {
   return std::to_string(clients.value(key, std::uint64_t{0})) + " " + key;
+}
+
+}  // namespace
+
+namespace {
+
+int Drain(const std::filesystem::path& socket, std::chrono::seconds wait, std::ostream& out,
+          const std::function<int(const Error&)>& fail) {
+  auto answer = AskRelay(socket, "drain");
+  if (!answer.ok()) return fail(answer.error());
+  out << *answer << std::flush;
+  const auto until = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto status = AskRelay(socket, "status");
+    if (!status.ok()) return fail(status.error());
+    auto j = ParseJson(*status);
+    if (!j.ok() || !j->is_object()) return fail(Error(Errc::kParse, "the daemon's relay status is not a JSON object"));
+    const auto sessions = j->value("connections", Json::object()).value("sessions", std::uint64_t{0});
+    if (sessions == 0) {
+      out << "drained: no session remains\n";
+      return 0;
+    }
+    if (std::chrono::steady_clock::now() >= until) {
+      return fail(Error(Errc::kPolicy, std::to_string(sessions) + " session(s) still open after " +
+                                           std::to_string(wait.count()) + " s (the relay stays drained)"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
 }
 
 }  // namespace
@@ -93,10 +128,20 @@ Expected<std::string> AskRelay(const std::filesystem::path& socket_path, const s
 int ClientsMain(const std::string& config_path, const std::vector<std::string>& args, std::ostream& out,
                 std::ostream& err) {
   std::string format, output;
-  bool json = false;
+  bool json = false, drain = false;
+  long wait_seconds = 600;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
-    if (a == "--export" && i + 1 < args.size()) {
+    if (a == "drain" && i == 0) {
+      drain = true;
+    } else if (drain && a == "--wait" && i + 1 < args.size()) {
+      char* end = nullptr;
+      wait_seconds = std::strtol(args[++i].c_str(), &end, 10);
+      if (*end != '\0' || wait_seconds < 0 || wait_seconds > 86400) {
+        err << "appliance-agent clients drain: --wait takes 0..86400 seconds\n";
+        return 2;
+      }
+    } else if (a == "--export" && i + 1 < args.size()) {
       format = args[++i];
     } else if (a == "-o" && i + 1 < args.size()) {
       output = args[++i];
@@ -125,6 +170,7 @@ int ClientsMain(const std::string& config_path, const std::vector<std::string>& 
   auto config = AgentConfig::Load(config_path);
   if (!config.ok()) return fail(config.error());
   if (!config->relay) return fail(Error(Errc::kNotFound, config_path + ": no \"relay\" section: this agent hosts no relay"));
+  if (drain) return Drain(config->RelaySocket(), std::chrono::seconds(wait_seconds), out, fail);
   auto answer = AskRelay(config->RelaySocket(), format.empty() ? "status" : "export " + format);
   if (!answer.ok()) return fail(answer.error());
   if (!format.empty()) {
@@ -143,8 +189,12 @@ int ClientsMain(const std::string& config_path, const std::vector<std::string>& 
   if (!status.ok() || !status->is_object()) return fail(Error(Errc::kParse, "the daemon's relay status is not a JSON object"));
   const Json& s = *status;
   const Json clients = s.value("clients", Json::object());
-  out << "Relay on " << s.value("listen", "") << " (port " << s.value("port", 0) << "), "
-      << s.value("connections", Json::object()).value("clients_online", 0) << " clients online\n";
+  std::string listen = s.value("listen", "");
+  if (listen.size() >= 2 && listen.compare(listen.size() - 2, 2, ":0") == 0) {  // an ephemeral port: show the real one
+    listen = listen.substr(0, listen.size() - 1) + std::to_string(s.value("port", 0));
+  }
+  out << "Relay on " << listen << ", " << s.value("connections", Json::object()).value("clients_online", 0)
+      << " clients online\n";
   out << "Clients: " << clients.value("total", 0) << " (" << Count(clients, "current") << ", "
       << Count(clients, "upgrade pending") << ", " << Count(clients, "upgrading") << ", " << Count(clients, "failed")
       << ", " << Count(clients, "offline") << ")\n";

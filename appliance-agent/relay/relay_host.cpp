@@ -113,6 +113,13 @@ struct RelayHost::Impl {
     if (request == "status") return Describe().dump(2) + "\n";
     if (request == "export csv") return core->ExportCsv();
     if (request == "export json") return core->ExportJson() + "\n";
+    if (request == "drain") {
+      if (!core->server_stats().draining) {
+        Log("drain: no new clients or sessions; waiting for the open sessions to end");
+        core->Drain([this] { Log("drained: no session remains"); });
+      }
+      return "draining: " + std::to_string(core->server_stats().sessions) + " session(s) open\n";
+    }
     return "error: unknown request\n";
   }
 

@@ -282,6 +282,12 @@ TEST_F(RelayHostTest, ANewSetOfBuildsStartsAWaveThatBringsEveryClientUpToDate) {
   EXPECT_EQ(ClientsMain(config_file.string(), {"--export", "xml"}, out2, err2), 2);
   EXPECT_NE(err2.str().find("csv or json"), std::string::npos);
 
+  // Drain (before a cluster node's upgrade): no session is open, so it is drained at once.
+  std::ostringstream out3, err3;
+  EXPECT_EQ(ClientsMain(config_file.string(), {"drain", "--wait", "10"}, out3, err3), 0) << err3.str();
+  EXPECT_NE(out3.str().find("drained: no session remains"), std::string::npos) << out3.str();
+  EXPECT_TRUE(relay.Describe()["connections"]["draining"].get<bool>());
+
   // One relay per state directory.
   auto second = RelayHost::Start(w.config, {});
   ASSERT_FALSE(second.ok());
