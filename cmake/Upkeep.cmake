@@ -76,3 +76,14 @@ function(upkeep_add_fuzzer name source)
     add_test(NAME ${name}_replay COMMAND ${name}_replay ${corpus})
   endif()
 endfunction()
+
+# upkeep_use_asio(target): standalone ASIO, privately. Under TSan ASIO's fenced blocks are off:
+# they use std::atomic_thread_fence, which TSan does not model (g++ refuses it under -Werror), and
+# the scheduler's mutex already orders handler hand-offs.
+function(upkeep_use_asio target)
+  target_include_directories(${target} SYSTEM PRIVATE ${ASIO_INCLUDE_DIR})
+  target_compile_definitions(${target} PRIVATE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+  if(UPKEEP_TSAN)
+    target_compile_definitions(${target} PRIVATE ASIO_DISABLE_FENCED_BLOCK)
+  endif()
+endfunction()
