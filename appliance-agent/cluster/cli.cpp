@@ -2,6 +2,7 @@
 #include <ostream>
 
 #include "upkeep/agent/cluster.hpp"
+#include "upkeep/agent/relay_host.hpp"
 
 namespace upkeep::agent {
 namespace {
@@ -32,6 +33,8 @@ void PrintStatus(std::ostream& out, const NodeResult& r) {
 }
 
 }  // namespace
+
+constexpr std::chrono::seconds kDrainWait{600};
 
 int ClusterMain(const std::string& agent_config_path, const std::vector<std::string>& args, std::ostream& out,
                 std::ostream& err) {
@@ -74,7 +77,23 @@ int ClusterMain(const std::string& agent_config_path, const std::vector<std::str
                                                   cluster->Self().appliance_id + " but this appliance is " +
                                                   identity->appliance_id()));
   }
-  NodeService service(MakeAgentOpener(agent_config_path), [&out](const std::string& line) { out << line << "\n"; });
+  const auto log = [&out](const std::string& line) { out << line << "\n"; };
+  // A node that hosts a relay drains it first: no client or console session is cut by the upgrade.
+  std::function<Status()> drain;
+  if (agent_config->relay) {
+    drain = [socket = agent_config->RelaySocket(), log]() -> Status {
+      auto left = DrainRelay(socket, kDrainWait, log);
+      if (!left.ok() && left.error().code() == Errc::kNotFound) return OkStatus();  // no daemon: no sessions
+      if (!left.ok()) return left.error().Wrap("relay drain");
+      if (*left > 0) {
+        return Error(Errc::kPolicy, "relay drain: " + std::to_string(*left) + " session(s) still open after " +
+                                        std::to_string(kDrainWait.count()) + " s; install again once they ended");
+      }
+      log("relay drained: no session remains");
+      return OkStatus();
+    };
+  }
+  NodeService service(MakeAgentOpener(agent_config_path), log, drain);
 
   if (command == "serve") {
     PeerServerOptions o;

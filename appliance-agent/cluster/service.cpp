@@ -67,8 +67,9 @@ AgentOpener MakeAgentOpener(std::filesystem::path agent_config_path) {
   return [path = std::move(agent_config_path)](bool read_only) { return OpenFileSession(path, read_only, {}); };
 }
 
-NodeService::NodeService(AgentOpener opener, std::function<void(const std::string&)> log)
-    : opener_(std::move(opener)), log_(std::move(log)) {}
+NodeService::NodeService(AgentOpener opener, std::function<void(const std::string&)> log,
+                         std::function<::upkeep::Status()> before_install)
+    : opener_(std::move(opener)), log_(std::move(log)), before_install_(std::move(before_install)) {}
 
 void NodeService::Log(const std::string& line) const {
   if (log_) log_(line);
@@ -114,6 +115,12 @@ Expected<Json> NodeService::Install() {
     return Error(Errc::kPolicy, std::string(kBusyPrefix) + "this node is working on another cluster request");
   }
   BusyGuard guard(busy_);
+  if (before_install_) {
+    if (auto st = before_install_(); !st.ok()) {
+      Log("install not started: " + st.error().message());
+      return st.error();
+    }
+  }
   UPK_TRY_ASSIGN(auto session, Claim());
   Agent& agent = session->agent();
   Json installed = Json::array();

@@ -54,34 +54,6 @@ std::string Count(const Json& clients, const char* key) {
 
 }  // namespace
 
-namespace {
-
-int Drain(const std::filesystem::path& socket, std::chrono::seconds wait, std::ostream& out,
-          const std::function<int(const Error&)>& fail) {
-  auto answer = AskRelay(socket, "drain");
-  if (!answer.ok()) return fail(answer.error());
-  out << *answer << std::flush;
-  const auto until = std::chrono::steady_clock::now() + wait;
-  for (;;) {
-    auto status = AskRelay(socket, "status");
-    if (!status.ok()) return fail(status.error());
-    auto j = ParseJson(*status);
-    if (!j.ok() || !j->is_object()) return fail(Error(Errc::kParse, "the daemon's relay status is not a JSON object"));
-    const auto sessions = j->value("connections", Json::object()).value("sessions", std::uint64_t{0});
-    if (sessions == 0) {
-      out << "drained: no session remains\n";
-      return 0;
-    }
-    if (std::chrono::steady_clock::now() >= until) {
-      return fail(Error(Errc::kPolicy, std::to_string(sessions) + " session(s) still open after " +
-                                           std::to_string(wait.count()) + " s (the relay stays drained)"));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  }
-}
-
-}  // namespace
-
 Expected<std::string> AskRelay(const std::filesystem::path& socket_path, const std::string& request) {
   const std::string where = socket_path.string();
   sockaddr_un addr{};
@@ -123,6 +95,21 @@ Expected<std::string> AskRelay(const std::filesystem::path& socket_path, const s
   }
   if (answer.rfind("error: ", 0) == 0) return Error(Errc::kInvalidArgument, where + ": " + answer.substr(7));
   return answer;
+}
+
+Expected<std::uint64_t> DrainRelay(const std::filesystem::path& socket, std::chrono::seconds wait,
+                                   const std::function<void(const std::string&)>& progress) {
+  UPK_TRY_ASSIGN(std::string answer, AskRelay(socket, "drain"));
+  if (progress) progress(answer);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    UPK_TRY_ASSIGN(std::string status, AskRelay(socket, "status"));
+    auto j = ParseJson(status);
+    if (!j.ok() || !j->is_object()) return Error(Errc::kParse, "the daemon's relay status is not a JSON object");
+    const auto sessions = j->value("connections", Json::object()).value("sessions", std::uint64_t{0});
+    if (sessions == 0 || std::chrono::steady_clock::now() >= until) return sessions;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
 }
 
 int ClientsMain(const std::string& config_path, const std::vector<std::string>& args, std::ostream& out,
@@ -170,7 +157,17 @@ int ClientsMain(const std::string& config_path, const std::vector<std::string>& 
   auto config = AgentConfig::Load(config_path);
   if (!config.ok()) return fail(config.error());
   if (!config->relay) return fail(Error(Errc::kNotFound, config_path + ": no \"relay\" section: this agent hosts no relay"));
-  if (drain) return Drain(config->RelaySocket(), std::chrono::seconds(wait_seconds), out, fail);
+  if (drain) {
+    auto left = DrainRelay(config->RelaySocket(), std::chrono::seconds(wait_seconds),
+                           [&out](const std::string& line) { out << line << std::flush; });
+    if (!left.ok()) return fail(left.error());
+    if (*left > 0) {
+      return fail(Error(Errc::kPolicy, std::to_string(*left) + " session(s) still open after " +
+                                           std::to_string(wait_seconds) + " s (the relay stays drained)"));
+    }
+    out << "drained: no session remains\n";
+    return 0;
+  }
   auto answer = AskRelay(config->RelaySocket(), format.empty() ? "status" : "export " + format);
   if (!answer.ok()) return fail(answer.error());
   if (!format.empty()) {

@@ -189,7 +189,8 @@ class Node {
     fs::create_directories(config.system_root);
     fs::copy_file(vendor.metadata_dir() / "1.root.json", config.TufDir() / "root.json");
     director_ = vendor.director().public_key();
-    service = std::make_unique<NodeService>([this](bool ro) { return Open(ro); });
+    service = std::make_unique<NodeService>([this](bool ro) { return Open(ro); }, std::function<void(const std::string&)>{},
+                                            [this]() -> Status { return before_install ? before_install() : OkStatus(); });
   }
 
   Expected<std::unique_ptr<AgentSession>> Open(bool read_only) {
@@ -250,6 +251,7 @@ class Node {
   const fs::path& dir() const { return dir_.path(); }
 
   AgentConfig config;
+  std::function<Status()> before_install;  // the relay drain hook (ClusterMain sets the real one)
   std::unique_ptr<NodeService> service;
   std::unique_ptr<PeerServer> server;
 
@@ -504,6 +506,35 @@ TEST_F(ClusterTest, UnhealthyNodeStopsTheRolloutThere) {
   EXPECT_EQ(nodes_[2]->SystemTree(), gamma_before);
   ASSERT_EQ(rollout.status.size(), 3u);
   EXPECT_EQ(rollout.status[2].body["staged"].size(), 1u);  // still staged there
+}
+
+// A node whose relay cannot be drained (sessions still open) installs nothing and stops the
+// rollout there; the nodes before it are upgraded, the ones after it untouched.
+TEST_F(ClusterTest, ANodeWhoseRelayDoesNotDrainStopsTheRolloutBeforeItChangesAnything) {
+  const fs::path bundle = WriteClusterBundle({"software-8.0.0"}, All());
+  int drained = 0;
+  nodes_[0]->before_install = [&]() -> Status {
+    ++drained;
+    return OkStatus();
+  };
+  nodes_[1]->before_install = [] {
+    return Status(Error(Errc::kPolicy, "relay drain: 2 session(s) still open after 600 s; install again once they ended"));
+  };
+  auto client = Client();
+  auto staged = client->Distribute(bundle);
+  ASSERT_OK(staged);
+  const auto beta_before = nodes_[1]->SystemTree();
+  RolloutResult rollout = client->InstallNodeByNode();
+  ASSERT_TRUE(rollout.stopped_at.has_value());
+  EXPECT_EQ(*rollout.stopped_at, "beta");
+  EXPECT_EQ(drained, 1);
+  ASSERT_EQ(rollout.installs.size(), 2u);
+  EXPECT_FALSE(rollout.installs[1].ok);
+  EXPECT_NE(rollout.installs[1].message.find("2 session(s) still open"), std::string::npos) << rollout.installs[1].message;
+  EXPECT_EQ(nodes_[0]->VersionOf("software"), V("8.0.0"));
+  EXPECT_EQ(nodes_[1]->VersionOf("software"), V("7.0.0"));
+  EXPECT_EQ(nodes_[1]->SystemTree(), beta_before);
+  EXPECT_EQ(nodes_[2]->VersionOf("software"), V("7.0.0"));
 }
 
 TEST_F(ClusterTest, BundleWithoutAssignmentForANodeIsReportedForThatNode) {

@@ -86,7 +86,10 @@ AgentOpener MakeAgentOpener(std::filesystem::path agent_config_path);
 // This node's side: what the peer server runs, and what the client runs for its own node.
 class NodeService {
  public:
-  NodeService(AgentOpener opener, std::function<void(const std::string&)> log = {});
+  // `before_install` runs before Install() changes anything (the relay's drain, so no client or
+  // console session is cut by the upgrade); its error stops the install and is returned.
+  NodeService(AgentOpener opener, std::function<void(const std::string&)> log = {},
+              std::function<::upkeep::Status()> before_install = {});
 
   // Agent::ImportBundle(install=false) of the bundle file: verified and kept, nothing installed.
   // -> {"bundle_id", "steps"}. Errors: busy (kPolicy "busy: ..."), the import's own error as is
@@ -108,6 +111,7 @@ class NodeService {
   void Log(const std::string& line) const;
   AgentOpener opener_;
   std::function<void(const std::string&)> log_;
+  std::function<::upkeep::Status()> before_install_;
   std::atomic<bool> busy_{false};
 };
 

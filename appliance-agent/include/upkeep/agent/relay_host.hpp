@@ -15,6 +15,8 @@
 // client store's check-ins and removes the socket. Errors name the file or address at fault.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -66,7 +68,14 @@ DaemonServiceFactory RelayDaemonService();
 int ClientsMain(const std::string& config_path, const std::vector<std::string>& args, std::ostream& out,
                 std::ostream& err);
 
-// One request on the control socket ("status", "export csv", "export json"); the answer's body.
+// One request on the control socket ("status", "export csv", "export json", "drain"); the
+// answer's body. kNotFound when no daemon listens there.
 Expected<std::string> AskRelay(const std::filesystem::path& socket, const std::string& request);
+
+// Puts the running daemon's relay in drain mode and waits (polling its status) until no session
+// is open: returns the number still open when `wait` ran out (0: drained). kNotFound when no
+// daemon hosts a relay there.
+Expected<std::uint64_t> DrainRelay(const std::filesystem::path& socket, std::chrono::seconds wait,
+                                   const std::function<void(const std::string&)>& progress = {});
 
 }  // namespace upkeep::agent
