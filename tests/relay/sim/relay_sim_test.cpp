@@ -394,6 +394,67 @@ TEST(RelaySimCli, MakeClientsWritesTheRelayClientFileAndTheSecrets) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(RelaySimCli, MakeBuildSignsRandomBuildsIntoTheBuildsFileAndPlatformsAlternate) {
+  auto dir = std::filesystem::temp_directory_path() / ("relay-sim-build-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string key = (dir / "vendor.key").string(), builds = (dir / "builds.json").string();
+  const std::string a = (dir / "a.bin").string(), b = (dir / "b.bin").string();
+  std::ostringstream out, err;
+  auto make = [&](const char* platform, const char* version, const char* size, const std::string& file) {
+    const char* argv[] = {"relay-sim", "make-build", "--key", key.c_str(), "--platform", platform, "--version", version,
+                          "--size", size, "-o", file.c_str(), "--builds", builds.c_str()};
+    return Main(14, argv, out, err);
+  };
+  ASSERT_EQ(make("linux-x86_64", "2.0.0", "1000", a), 0) << err.str();
+  ASSERT_EQ(make("linux-aarch64", "2.0.0", "2000", b), 0) << err.str();
+  ASSERT_EQ(make("linux-x86_64", "2.0.1", "1500", a), 0) << err.str();  // replaces x86_64's entry, same key
+  auto pub = packages::LoadPublicKey(key + ".pub");
+  ASSERT_TRUE(pub.ok()) << pub.error().message();
+  auto text = ReadFileBounded(builds, 1 << 20);
+  ASSERT_TRUE(text.ok());
+  auto j = ParseJson(*text);
+  ASSERT_TRUE(j.ok());
+  ASSERT_EQ((*j)["builds"].size(), 2u);
+  std::map<std::string, std::uint64_t> sizes;
+  for (const auto& e : (*j)["builds"]) {
+    const std::string platform = e["platform"], version = e["version"], path = e["path"], sha = e["sha256"];
+    auto data = ReadFileBounded(path, 1 << 20);
+    ASSERT_TRUE(data.ok());
+    EXPECT_EQ(Sha256Hex(*data), sha);
+    auto sig = FromHex(std::string(e["signature"]));
+    ASSERT_TRUE(sig.ok());
+    EXPECT_TRUE(pub->Verify(relay::BuildSigningMessage(platform, version, sha), *sig)) << platform;
+    EXPECT_FALSE(pub->Verify(relay::BuildSigningMessage(platform, "9.9.9", sha), *sig));
+    sizes[platform + " " + version] = data->size();
+  }
+  EXPECT_EQ(sizes, (std::map<std::string, std::uint64_t>{{"linux-aarch64 2.0.0", 2000}, {"linux-x86_64 2.0.1", 1500}}));
+  // Errors exit 2 and name the offending thing: a zero size, a builds file without a 'builds' array.
+  err.str("");
+  EXPECT_EQ(make("linux-x86_64", "2.0.0", "0", a), 2);
+  EXPECT_NE(err.str().find("--size"), std::string::npos) << err.str();
+  ASSERT_TRUE(WriteFileAtomic(builds, "{\"other\": []}").ok());
+  err.str("");
+  EXPECT_EQ(make("linux-x86_64", "2.0.0", "10", a), 2);
+  EXPECT_NE(err.str().find("builds.json"), std::string::npos) << err.str();
+  // make-clients hands several platforms out in turn.
+  const std::string clients = (dir / "clients.json").string();
+  const char* mk[] = {"relay-sim", "make-clients", "4", "-o", clients.c_str(), "--platform", "p-a", "--platform", "p-b"};
+  ASSERT_EQ(Main(9, mk, out, err), 0) << err.str();
+  auto secrets = LoadSecretsFile(clients + ".secrets");
+  ASSERT_TRUE(secrets.ok());
+  std::vector<std::string> platforms;
+  for (const auto& c : secrets->clients) platforms.push_back(c.platform);
+  EXPECT_EQ(platforms, (std::vector<std::string>{"p-a", "p-b", "p-a", "p-b"}));
+  // --front-request needs --until-version.
+  const std::string secrets_file = clients + ".secrets";
+  const char* front[] = {"relay-sim", "run", "--relay", "127.0.0.1:1", "--ca", "x", "--secrets", secrets_file.c_str(),
+                         "--duration", "1", "--front-request", "1"};
+  err.str("");
+  EXPECT_EQ(Main(12, front, out, err), 2);
+  EXPECT_NE(err.str().find("--front-request"), std::string::npos) << err.str();
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(RelaySimTest, RunCommandDrivesTheFleetAndWritesTheSummary) {
   auto clients_file = (dir_ / "clients.json").string();
   std::ostringstream out, err;

@@ -1,3 +1,4 @@
+#include "upkeep/relay/address.hpp"
 #include "upkeep/relay_sim/cli.hpp"
 
 #include <functional>
@@ -10,6 +11,9 @@
 #include "upkeep/common/cli_parse.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/files.hpp"
+#include "upkeep/common/hash.hpp"
+#include "upkeep/packages/keys.hpp"
+#include "upkeep/relay/build_signature.hpp"
 #include "upkeep/common/json.hpp"
 #include "upkeep/relay/client_store.hpp"
 #include "upkeep/relay_sim/fleet.hpp"
@@ -37,7 +41,7 @@ struct MakeArgs {
   std::string output;
   std::string secrets;
   std::string version = "1.0.0";
-  std::string platform = "linux-x86_64";
+  std::vector<std::string> platforms{"linux-x86_64"};
   double passive_fraction = 0;
   std::string technician = "sim-console";
 };
@@ -47,7 +51,9 @@ int MakeClients(const MakeArgs& a, const Ctx& ctx) {
   if (a.passive_fraction < 0 || a.passive_fraction > 1)
     return ctx.Fail(Error(Errc::kInvalidArgument, "--passive-fraction: must be 0..1"));
   if (!IsValidId(a.technician)) return ctx.Fail(Error(Errc::kInvalidArgument, "--technician: not a valid id"));
-  if (a.version.empty() || a.version.size() > 256 || a.platform.empty() || a.platform.size() > 256)
+  bool bad_platform = a.platforms.empty();
+  for (const auto& p : a.platforms) bad_platform = bad_platform || p.empty() || p.size() > 256;
+  if (a.version.empty() || a.version.size() > 256 || bad_platform)
     return ctx.Fail(Error(Errc::kInvalidArgument, "--version / --platform: must be 1..256 bytes"));
   Random& random = SystemRandom::Instance();
   SecretsFile secrets;
@@ -59,7 +65,7 @@ int MakeClients(const MakeArgs& a, const Ctx& ctx) {
     if (!IsValidId(s.id)) return ctx.Fail(Error(Errc::kInvalidArgument, "--prefix: ids like '" + s.id + "' are not valid"));
     s.secret = RandomSecret(random);
     s.version = a.version;
-    s.platform = a.platform;
+    s.platform = a.platforms[static_cast<std::size_t>(i) % a.platforms.size()];
     s.mode = i < a.count - passive ? "active" : "passive";
     auto hash = HashSecret(s.secret, random);
     if (!hash.ok()) return ctx.Fail(hash.error());
@@ -81,6 +87,62 @@ int MakeClients(const MakeArgs& a, const Ctx& ctx) {
   return 0;
 }
 
+// make-build: a random client build of SIZE bytes signed with the vendor key (created when
+// missing), entered into a `relay serve --builds` file (replacing that platform's entry).
+struct BuildArgs {
+  std::string key;
+  std::string platform;
+  std::string version;
+  std::uint64_t size = 0;
+  std::string output;
+  std::string builds;
+};
+
+int MakeBuild(const BuildArgs& a, const Ctx& ctx) {
+  constexpr std::uint64_t kMaxSize = 1ull << 30;
+  if (a.size == 0 || a.size > kMaxSize) return ctx.Fail(Error(Errc::kInvalidArgument, "--size: must be 1..1073741824"));
+  packages::PrivateKey key;
+  std::error_code ec;
+  if (std::filesystem::exists(a.key, ec)) {
+    auto loaded = packages::PrivateKey::Load(a.key);
+    if (!loaded.ok()) return ctx.Fail(loaded.error());
+    key = *loaded;
+  } else {
+    key = packages::PrivateKey::GenerateEd25519();
+    if (auto s = key.Save(a.key); !s.ok()) return ctx.Fail(s.error());
+    if (auto s = WriteFileAtomic(a.key + ".pub", key.public_key().ToJson().dump() + "\n"); !s.ok())
+      return ctx.Fail(s.error());
+  }
+  Bytes content = SystemRandom::Instance().Generate(static_cast<std::size_t>(a.size));
+  const std::string data(content.begin(), content.end());
+  if (auto s = WriteFileAtomic(a.output, data); !s.ok()) return ctx.Fail(s.error());
+  const std::string sha = Sha256Hex(data);
+  const std::string signature = ToHex(key.Sign(relay::BuildSigningMessage(a.platform, a.version, sha)));
+  Json builds{{"builds", Json::array()}};
+  if (std::filesystem::exists(a.builds, ec)) {
+    auto text = ReadFileBounded(a.builds, 1 << 20);
+    if (!text.ok()) return ctx.Fail(text.error());
+    auto parsed = ParseJson(*text);
+    if (!parsed.ok()) return ctx.Fail(parsed.error().Wrap(a.builds));
+    if (!parsed->is_object() || !parsed->contains("builds") || !(*parsed)["builds"].is_array())
+      return ctx.Fail(Error(Errc::kParse, a.builds + ": no 'builds' array"));
+    builds = *parsed;
+  }
+  Json kept = Json::array();
+  for (const Json& b : builds["builds"])
+    if (!(b.is_object() && b.contains("platform") && b["platform"] == a.platform)) kept.push_back(b);
+  kept.push_back(Json{{"platform", a.platform},
+                      {"version", a.version},
+                      {"path", std::filesystem::absolute(a.output, ec).string()},
+                      {"sha256", sha},
+                      {"signature", signature}});
+  builds["builds"] = std::move(kept);
+  if (auto s = WriteFileAtomic(a.builds, builds.dump(1) + "\n"); !s.ok()) return ctx.Fail(s.error());
+  *ctx.out << "wrote " << a.output << " (" << a.size << " bytes, " << a.platform << " " << a.version << ", sha256 "
+           << sha << ") into " << a.builds << "\n";
+  return 0;
+}
+
 struct RunArgs {
   std::string relay;
   std::string ca;
@@ -95,37 +157,22 @@ struct RunArgs {
   int consoles = 0;
   int console_writes = 20;
   int limit = 0;
+  int front_request = -1;
+  double hold = 0;
   double duration = 0;
   std::string until_version;
   double timeout = 600;
   std::string summary;
 };
 
-Expected<std::pair<std::string, std::uint16_t>> SplitHostPort(const std::string& s) {
-  auto bad = Error(Errc::kInvalidArgument, "--relay '" + s + "': expected HOST:PORT (IPv6 as [ADDR]:PORT)");
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0) return bad;
-  std::string host = s.substr(0, colon);
-  if (host.front() == '[') {
-    if (host.back() != ']' || host.size() < 3) return bad;
-    host = host.substr(1, host.size() - 2);
-  }
-  const std::string port_text = s.substr(colon + 1);
-  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos)
-    return bad;
-  const int port = std::stoi(port_text);
-  if (port < 1 || port > 65535) return bad;
-  return std::make_pair(host, static_cast<std::uint16_t>(port));
-}
-
 std::chrono::milliseconds Ms(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
 }
 
 int RunFleet(const RunArgs& a, const Ctx& ctx) {
-  auto hp = SplitHostPort(a.relay);
-  if (!hp.ok()) return ctx.Fail(hp.error());
-  for (double v : {a.passive_interval, a.passive_linger, a.stall_time, a.duration, a.timeout})
+  auto hp = ParseHostPort(a.relay, false);
+  if (!hp.ok()) return ctx.Fail(hp.error().Wrap("--relay"));
+  for (double v : {a.passive_interval, a.passive_linger, a.stall_time, a.duration, a.timeout, a.hold})
     if (v < 0 || v > 30 * 86400.0) return ctx.Fail(Error(Errc::kInvalidArgument, "durations must be 0..30 days"));
   if (a.duration == 0 && a.until_version.empty())
     return ctx.Fail(Error(Errc::kInvalidArgument, "give --duration S or --until-version V"));
@@ -151,6 +198,10 @@ int RunFleet(const RunArgs& a, const Ctx& ctx) {
   o.consoles = a.consoles;
   o.console_token = secrets->console_token;
   o.writes_per_session = a.console_writes;
+  o.target_version = a.until_version;
+  o.front_request_after = a.front_request;
+  if (a.front_request >= 0 && a.until_version.empty())
+    return ctx.Fail(Error(Errc::kInvalidArgument, "--front-request needs --until-version"));
   Fleet fleet(o, std::move(specs), SystemRandom::Instance());
   if (auto s = fleet.Start(); !s.ok()) return ctx.Fail(s.error());
   const auto begin = std::chrono::steady_clock::now();
@@ -163,9 +214,27 @@ int RunFleet(const RunArgs& a, const Ctx& ctx) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  bool held = false;
+  if (reached && a.hold > 0) {
+    // Everyone comes back and stays, so the relay's export sees the whole fleet connected.
+    fleet.Hold();
+    const std::size_t n = fleet.Summary().clients;
+    const auto hold_begin = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - hold_begin < Ms(a.timeout)) {
+      if (fleet.OnlineCount() == n) {
+        held = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    *ctx.err << "relay-sim: " << (held ? "all" : "not all") << " " << n << " clients online at " << a.until_version
+             << "; holding " << a.hold << " s" << std::endl;
+    std::this_thread::sleep_for(Ms(a.hold));
+  }
   Json summary = fleet.Summary().ToJson();
   fleet.Stop();
   if (!a.until_version.empty()) summary["until_version"] = Json{{"version", a.until_version}, {"reached", reached}};
+  if (a.hold > 0) summary["held_all_online"] = held;
   const std::string text = summary.dump(1) + "\n";
   if (a.summary.empty()) {
     *ctx.out << text;
@@ -195,10 +264,20 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   mk->add_option("-o,--output", make.output, "The relay's client file (relay serve --clients)")->required();
   mk->add_option("--secrets", make.secrets, "The secrets file for relay-sim run (default: OUTPUT.secrets)");
   mk->add_option("--version", make.version, "Initial client version");
-  mk->add_option("--platform", make.platform, "Client platform");
+  mk->add_option("--platform", make.platforms, "Client platform(s), given to the clients in turn");
   mk->add_option("--passive-fraction", make.passive_fraction, "Share of passive clients (the last ids)");
   mk->add_option("--technician", make.technician, "Technician id for the console token");
   mk->callback([&] { ctx.run = [&] { return MakeClients(make, ctx); }; });
+
+  BuildArgs build;
+  auto* mb = app.add_subcommand("make-build", "Write a random client build signed with a vendor key into a --builds file");
+  mb->add_option("--key", build.key, "Vendor private key (created with KEY.pub when missing)")->required();
+  mb->add_option("--platform", build.platform, "Platform of the build")->required();
+  mb->add_option("--version", build.version, "Version of the build (MAJOR.MINOR.BUILD)")->required();
+  mb->add_option("--size", build.size, "Build size in bytes")->required();
+  mb->add_option("-o,--output", build.output, "The build file")->required();
+  mb->add_option("--builds", build.builds, "The relay's --builds file (created or updated)")->required();
+  mb->callback([&] { ctx.run = [&] { return MakeBuild(build, ctx); }; });
 
   RunArgs run;
   auto* r = app.add_subcommand("run", "Run the fleet against a relay and print a JSON summary");
@@ -215,6 +294,9 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   r->add_option("--consoles", run.consoles, "Console connections echoing 1 KiB writes through random clients");
   r->add_option("--console-writes", run.console_writes, "Round trips per console session");
   r->add_option("--limit", run.limit, "Use only the first N clients of the secrets file");
+  r->add_option("--front-request", run.front_request,
+                "After N installs, a console asks for the waiting client with the highest id (needs --until-version)");
+  r->add_option("--hold", run.hold, "With --until-version: once reached, keep every client connected S seconds");
   r->add_option("--duration", run.duration, "Run this many seconds, then print the summary");
   r->add_option("--until-version", run.until_version, "Stop (exit 0) once every client reports this version");
   r->add_option("--timeout", run.timeout, "With --until-version: give up (exit 1) after this many seconds");

@@ -2,8 +2,15 @@
 // there, so nothing on the hot path locks; public methods post and wait.
 #include "upkeep/relay_sim/fleet.hpp"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 
 #include <asio.hpp>
 
@@ -32,6 +39,7 @@ constexpr std::size_t kMaxField = 256;
 constexpr std::uint64_t kMaxSecretsFileBytes = 64ull << 20;
 constexpr std::uint64_t kMaxBuildBytes = 4ull << 30;
 constexpr std::chrono::milliseconds kSweep{20};
+constexpr std::chrono::milliseconds kSlot{100};
 
 enum class State : std::uint8_t { kOffline, kConnecting, kOnline, kRefused };
 
@@ -133,11 +141,93 @@ Json FleetSummary::ToJson() const {
                                           {"p99", console_latency.p99_us},
                                           {"p99_9", console_latency.p999_us},
                                           {"max", console_latency.max_us}}}};
+  j["slot_ms"] = slot_ms;
+  j["build_bytes_per_slot"] = build_bytes_per_slot;
+  j["downloading_per_slot"] = downloading_per_slot;
+  j["waiting_per_slot"] = waiting_per_slot;
+  j["first_chunk_ms"] = first_chunk_ms;
+  j["last_waiting_ms"] = last_waiting_ms;
+  j["start_unix_ms"] = start_unix_ms;
+  j["io_thread"] = Json{{"cpu_seconds", io_cpu_seconds}, {"max_sweep_gap_ms", max_sweep_gap_ms}};
+  if (front_request.done || !front_request.client_id.empty()) j["front_request"] = front_request.ToJson();
   j["elapsed_seconds"] = elapsed_seconds;
   return j;
 }
 
+Json FrontRequestSummary::ToJson() const {
+  return Json{{"done", done},
+              {"client_id", client_id},
+              {"answer", answer},
+              {"message", message},
+              {"waiting_at_answer", waiting_at_answer},
+              {"started", started},
+              {"others_started_between", others_started_between},
+              {"others_started_while_asking", others_started_while_asking},
+              {"others_read_after_answer", others_read_after_answer},
+              {"others_between_ids", others_between_ids},
+              {"wait_ms", wait_ms}};
+}
+
 // ---- the fleet ----
+
+// The read side of a connection's TLS: recvmsg() with SO_TIMESTAMPNS, so each TLS record comes with
+// the kernel's arrival time. On loopback that is when the relay wrote it; build bytes are counted
+// at that time, not when this (one, possibly descheduled) I/O thread got round to reading them, so
+// the bandwidth windows measure the relay's pacing and not the simulator's scheduling.
+struct RxBio {
+  int fd = -1;
+  bool has_time = false;
+  timespec time{};  // CLOCK_REALTIME arrival of the last bytes read
+};
+
+namespace {
+
+int RxBioRead(BIO* bio, char* buf, size_t len, size_t* readbytes) {
+  auto* rx = static_cast<RxBio*>(BIO_get_data(bio));
+  BIO_clear_retry_flags(bio);
+  iovec iov{buf, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec)) + 64];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = ::recvmsg(rx->fd, &msg, 0);
+  if (n > 0) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS && c->cmsg_len >= CMSG_LEN(sizeof(timespec))) {
+        std::memcpy(&rx->time, CMSG_DATA(c), sizeof(timespec));
+        rx->has_time = true;
+      }
+    *readbytes = static_cast<size_t>(n);
+    return 1;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(bio);
+  *readbytes = 0;
+  return 0;  // EOF or error: SSL_get_error reports it as for a socket BIO
+}
+
+long RxBioCtrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+
+int RxBioCreate(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+BIO_METHOD* RxBioMethod() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "relay-sim rx");
+    if (m != nullptr) {
+      BIO_meth_set_read_ex(m, RxBioRead);
+      BIO_meth_set_ctrl(m, RxBioCtrl);
+      BIO_meth_set_create(m, RxBioCreate);
+    }
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
 
 struct Conn : std::enable_shared_from_this<Conn> {
   Conn(Fleet::Impl* i, tcp::socket s, bool is_console, std::size_t idx)
@@ -158,6 +248,7 @@ struct Conn : std::enable_shared_from_this<Conn> {
   bool write_waiting = false;
   bool read_paused = false;
   FrameDecoder decoder;
+  RxBio rx;  // the read BIO's state; a member, so it outlives `ssl` (freed in ~Conn)
   std::string out;
   std::size_t out_off = 0;
   TimePoint last_tx;
@@ -168,7 +259,7 @@ struct Download {
   std::string version, sha256, signature;
   std::uint64_t length = 0;
   std::uint64_t received = 0;
-  bool receiving = false;  // counted in downloading_now
+  bool receiving = false;  // counted in downloading_now (from UPGRADE to the last byte)
   bool stall = false;
   TimePoint first_byte;
   Hasher hasher;
@@ -206,6 +297,10 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
     clients.resize(specs.size());
     for (std::size_t i = 0; i < specs.size(); ++i) clients[i].spec = std::move(specs[i]);
     consoles.resize(static_cast<std::size_t>(std::max(opt.consoles, 0)));
+    if (opt.front_request_after >= 0) {
+      front_index = consoles.size();
+      consoles.emplace_back();
+    }
   }
   ~Impl() {
     if (ctx != nullptr) SSL_CTX_free(ctx);
@@ -233,6 +328,83 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
   std::map<std::string, std::uint64_t> refusals;
   std::vector<std::uint64_t> windows;
   std::vector<std::uint32_t> latencies_us;
+  std::vector<std::uint64_t> slot_bytes, slot_downloading, slot_waiting;
+  double first_chunk_ms = -1, last_waiting_ms = -1;
+  std::int64_t start_unix_ms = 0;
+  bool holding = false;
+  TimePoint last_sweep;
+  SteadyClock::duration max_sweep_gap{0};
+  std::int64_t start_realtime_ns = 0;
+
+  // When the bytes just read arrived (the kernel's receive time of the last TLS record, on the
+  // steady clock); `now` when the kernel gave no time or it is implausible.
+  TimePoint Arrival(const Conn& c, TimePoint now) const {
+    if (!c.rx.has_time) return now;
+    const std::int64_t ns = static_cast<std::int64_t>(c.rx.time.tv_sec) * 1000000000 + c.rx.time.tv_nsec;
+    const TimePoint t = start + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::nanoseconds(ns - start_realtime_ns));
+    return t <= now && t >= start ? t : now;
+  }
+
+  // The front request (FleetOptions::front_request_after).
+  static constexpr std::size_t kNoFront = static_cast<std::size_t>(-1);
+  std::size_t front_index = kNoFront;
+  std::size_t front_client = kNoFront;
+  bool front_asked = false;
+  TimePoint front_asked_at, front_answer_at;  // OPEN sent (our clock); answer written (kernel arrival)
+  // Every UPGRADE after the OPEN: kernel arrival (the relay's write order), whose, read after the answer.
+  struct FrontUpgrade {
+    TimePoint arrived;
+    bool target;
+    bool read_after_answer;
+    std::string id;
+  };
+  std::vector<FrontUpgrade> front_upgrades;
+
+  // Orders the UPGRADEs by when the relay wrote them (kernel arrival), not when this thread read
+  // them: the relay writes on one thread, so that is its order.
+  FrontRequestSummary FrontSummary() const {
+    FrontRequestSummary f = front;
+    if (!f.done) return f;
+    std::optional<TimePoint> target;
+    for (const auto& u : front_upgrades)
+      if (u.target && (!target || u.arrived < *target)) target = u.arrived;
+    f.started = target.has_value();
+    f.others_started_between = f.others_started_while_asking = f.others_read_after_answer = 0;
+    for (const auto& u : front_upgrades) {
+      if (u.target) continue;
+      if (u.arrived > front_answer_at && (!target || u.arrived < *target)) {
+        f.others_started_between++;
+        if (f.others_between_ids.size() < 256) f.others_between_ids.push_back(u.id);
+      }
+      if (u.arrived <= front_answer_at && u.arrived >= front_asked_at) f.others_started_while_asking++;
+      if (u.arrived <= front_answer_at && u.read_after_answer) f.others_read_after_answer++;
+    }
+    if (target)
+      f.wait_ms = std::max(0.0, std::chrono::duration<double, std::milli>(*target - front_answer_at).count());
+    return f;
+  }
+  FrontRequestSummary front;
+
+  bool IsFront(const SimConsole& co) const { return front_index != kNoFront && &co == &consoles[front_index]; }
+
+  double MsSince(TimePoint t) const { return std::chrono::duration<double, std::milli>(t - start).count(); }
+
+  // The index of `now`'s slot; new slots start with the current number of receiving clients.
+  std::size_t Slot(TimePoint now) {
+    auto w = static_cast<std::size_t>(std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count() / kSlot.count()));
+    if (slot_bytes.size() <= w) {
+      slot_bytes.resize(w + 1, 0);
+      slot_downloading.resize(w + 1, downloading_now);
+      slot_waiting.resize(w + 1, 0);
+    }
+    return w;
+  }
+
+  // Online at an old version, checked in at least one slot ago and not offered the build yet: a
+  // client the relay starts within a slot of its check-in was never held back by a cap.
+  bool Waiting(const SimClient& cl, TimePoint now) const {
+    return cl.state == State::kOnline && !cl.dl && cl.spec.version != opt.target_version && now - cl.online_since >= kSlot;
+  }
 
   std::uint64_t RandomBelow(std::uint64_t n) {
     if (n == 0) return 0;
@@ -253,7 +425,7 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
     if (opt.stall_fraction < 0 || opt.stall_fraction > 1)
       return Error(Errc::kInvalidArgument, "stall fraction: must be 0..1");
     if (opt.chunk_rate < 0) return Error(Errc::kInvalidArgument, "chunk rate: must be >= 0");
-    if (opt.consoles > 0 && opt.console_token.size() < kMinSecretBytes)
+    if ((opt.consoles > 0 || opt.front_request_after >= 0) && opt.console_token.size() < kMinSecretBytes)
       return Error(Errc::kInvalidArgument, "consoles need a console token of at least 16 bytes");
     if (opt.console_write_bytes == 0 || opt.console_write_bytes > kMaxFramePayload)
       return Error(Errc::kInvalidArgument, "console write size: must be 1..65536");
@@ -273,6 +445,11 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
 
   void Run() {
     start = SteadyClock::now();
+    start_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count();
+    timespec rt{};
+    clock_gettime(CLOCK_REALTIME, &rt);
+    start_realtime_ns = static_cast<std::int64_t>(rt.tv_sec) * 1000000000 + rt.tv_nsec;
     tokens_at = start;
     tokens = 1;
     for (auto& c : clients) c.next_connect = start;
@@ -301,12 +478,22 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
     c.sock.non_blocking(true, ec);
     if (!ec) c.sock.set_option(tcp::no_delay(true), ec);
     c.ssl = ec ? nullptr : SSL_new(ctx);
-    if (c.ssl == nullptr || SSL_set_fd(c.ssl, static_cast<int>(c.sock.native_handle())) != 1) {
+    const int fd = static_cast<int>(c.sock.native_handle());
+    const int on = 1;
+    BIO* rbio = c.ssl == nullptr || RxBioMethod() == nullptr ? nullptr : BIO_new(RxBioMethod());
+    BIO* wbio = rbio == nullptr ? nullptr : BIO_new_socket(fd, BIO_NOCLOSE);
+    if (c.ssl == nullptr || rbio == nullptr || wbio == nullptr ||
+        ::setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0) {
+      if (rbio != nullptr) BIO_free(rbio);
+      if (wbio != nullptr) BIO_free(wbio);
       ERR_clear_error();
       connect_failures++;
       Close(c);
       return;
     }
+    c.rx.fd = fd;
+    BIO_set_data(rbio, &c.rx);
+    SSL_set_bio(c.ssl, rbio, wbio);
     SSL_set_connect_state(c.ssl);
     SSL_set_tlsext_host_name(c.ssl, opt.server_name.c_str());
     SSL_set1_host(c.ssl, opt.server_name.c_str());
@@ -502,6 +689,11 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
   }
 
   void OnUpgrade(SimClient& cl, Conn& c, std::string_view payload) {
+    if (front_asked) {
+      const bool is_target = front_client != kNoFront && &cl == &clients[front_client];
+      const TimePoint now = SteadyClock::now();
+      front_upgrades.push_back(FrontUpgrade{Arrival(c, now), is_target, front.done, cl.spec.id});
+    }
     EndReceiving(cl);
     cl.dl.reset();
     auto j = ParseJson(payload);
@@ -526,6 +718,13 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
       cl.stalled_once = true;
     }
     cl.dl = std::move(d);
+    // The client holds one of the relay's upgrade slots from UPGRADE until its last byte (the
+    // relay frees it at the report that follows), so this count can never exceed the cap.
+    cl.dl->receiving = true;
+    downloading_now++;
+    max_downloading = std::max(max_downloading, downloading_now);
+    const std::size_t slot = Slot(SteadyClock::now());
+    slot_downloading[slot] = std::max(slot_downloading[slot], downloading_now);
     QueueJson(c, FrameType::kBuildGet, Json{{"version", cl.dl->version}, {"offset", 0}});
   }
 
@@ -538,13 +737,12 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
   void OnChunk(SimClient& cl, Conn& c, std::string_view bytes, TimePoint now) {
     if (!cl.dl) return;  // not asked for: ignored (the relay may race a cancelled upgrade)
     Download& d = *cl.dl;
-    CountBytes(bytes.size(), now);
-    if (!d.receiving && d.received < d.length) {
-      d.receiving = true;
-      d.first_byte = now;
-      downloading_now++;
-      max_downloading = std::max(max_downloading, downloading_now);
-    }
+    const TimePoint arrived = Arrival(c, now);
+    CountBytes(bytes.size(), arrived);
+    const std::size_t slot = Slot(arrived);
+    slot_bytes[slot] += bytes.size();
+    if (first_chunk_ms < 0) first_chunk_ms = MsSince(arrived);
+    if (d.received == 0) d.first_byte = now;
     if (d.received + bytes.size() > d.length) {
       std::string v = d.version;
       EndReceiving(cl);
@@ -626,12 +824,25 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
           if (v.ok()) code = *v;
         }
         refusals[code]++;
+        if (IsFront(co) && front_asked && !front.done) {
+          std::string message;
+          if (j.ok() && j->is_object()) {
+            auto m = Field(*j, "message", 1024);
+            if (m.ok()) message = *m;
+          }
+          FrontAnswered(co, code, message, Arrival(c, now));
+          return Close(c);
+        }
         console_errors++;
         if (code == codes::kBadSecret) co.state = State::kRefused;
         return Close(c);
       }
       case FrameType::kPing: return Queue(c, FrameType::kPong, "");
       case FrameType::kOpened:
+        if (IsFront(co)) {
+          FrontAnswered(co, "opened", "", Arrival(c, now));
+          return QueueJson(c, FrameType::kClose, Json{{"reason", "done"}});
+        }
         co.opening = false;
         co.paired = true;
         co.writes_done = 0;
@@ -663,6 +874,17 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
     }
   }
 
+  void FrontAnswered(SimConsole& co, const std::string& answer, const std::string& message, TimePoint arrived) {
+    front.done = true;
+    front.answer = answer;
+    front.message = message;
+    front_answer_at = arrived;
+    co.opening = false;
+    co.state = State::kRefused;  // asked once; no reconnect
+    for (std::size_t i = 0; i < clients.size(); ++i)
+      if (i != front_client && Waiting(clients[i], front_answer_at)) front.waiting_at_answer++;
+  }
+
   void SendEcho(SimConsole& co, Conn& c) {
     std::string bytes(opt.console_write_bytes, 'x');
     co.echo_got = 0;
@@ -685,6 +907,8 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
   void Sweep() {
     if (stopping) return;
     const TimePoint now = SteadyClock::now();
+    if (last_sweep != TimePoint()) max_sweep_gap = std::max(max_sweep_gap, now - last_sweep);
+    last_sweep = now;
     tokens = std::min(std::max(1.0, opt.connect_rate * 0.1),
                       tokens + std::chrono::duration<double>(now - tokens_at).count() * opt.connect_rate);
     tokens_at = now;
@@ -693,7 +917,7 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
       std::size_t i = (cursor + k) % n;
       SimClient& cl = clients[i];
       if (cl.state == State::kOffline) {
-        if (cl.next_connect <= now && tokens >= 1.0) {
+        if ((cl.next_connect <= now || (holding && cl.spec.mode == "passive")) && tokens >= 1.0) {
           tokens -= 1.0;
           cl.state = State::kConnecting;
           cl.conn = Open(false, i);
@@ -709,7 +933,8 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
         if (!cl.conn) continue;
       }
       if (cl.state != State::kOnline) continue;
-      if (cl.spec.mode == "passive" && !cl.dl && !cl.in_session && now - cl.online_since >= opt.passive_linger) {
+      if (cl.spec.mode == "passive" && !holding && !cl.dl && !cl.in_session &&
+          now - cl.online_since >= opt.passive_linger) {
         cl.next_connect = now + opt.passive_interval;
         c.close_after_flush = true;
         Flush(c);
@@ -717,8 +942,42 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
       }
       if (now - c.last_tx >= cl.heartbeat) Queue(c, FrameType::kPing, "");
     }
+    {
+      const std::size_t slot = Slot(now);
+      if (!opt.target_version.empty()) {
+        const auto waiting = static_cast<std::uint64_t>(
+            std::count_if(clients.begin(), clients.end(), [&](const SimClient& cl) { return Waiting(cl, now); }));
+        slot_waiting[slot] = std::max(slot_waiting[slot], waiting);
+        if (waiting > 0 && first_chunk_ms >= 0) last_waiting_ms = MsSince(now);
+      }
+    }
     for (std::size_t i = 0; i < consoles.size(); ++i) {
       SimConsole& co = consoles[i];
+      if (i == front_index) {
+        if (co.state == State::kOnline && co.conn && !front_asked &&
+            installed >= static_cast<std::uint64_t>(opt.front_request_after)) {
+          // The waiting client with the highest id: the relay queued the fleet by id, so it is among
+          // the last to start unless the request moves it.
+          for (std::size_t k = 0; k < clients.size(); ++k) {
+            const SimClient& cl = clients[k];
+            if (Waiting(cl, now) && cl.spec.mode == "active" && !cl.in_session &&
+                (front_client == kNoFront || clients[front_client].spec.id < cl.spec.id))
+              front_client = k;
+          }
+          if (front_client != kNoFront) {
+            front_asked = true;
+            front_asked_at = now;
+            front.client_id = clients[front_client].spec.id;
+            co.opening = true;
+            QueueJson(*co.conn, FrameType::kOpen, Json{{"client_id", front.client_id}});
+          }
+        } else if (co.state == State::kOffline && co.next_connect <= now && tokens >= 1.0) {
+          tokens -= 1.0;
+          co.state = State::kConnecting;
+          co.conn = Open(true, i);
+        }
+        continue;
+      }
       if (co.state == State::kOffline) {
         if (co.next_connect <= now && tokens >= 1.0) {
           tokens -= 1.0;
@@ -775,6 +1034,18 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
       s.console_latency.p999_us = at(0.999);
       s.console_latency.max_us = static_cast<double>(l.back());
     }
+    s.slot_ms = static_cast<std::uint32_t>(kSlot.count());
+    s.build_bytes_per_slot = slot_bytes;
+    s.downloading_per_slot = slot_downloading;
+    s.waiting_per_slot = slot_waiting;
+    s.first_chunk_ms = first_chunk_ms;
+    s.last_waiting_ms = last_waiting_ms;
+    s.start_unix_ms = start_unix_ms;
+    s.max_sweep_gap_ms = std::chrono::duration<double, std::milli>(max_sweep_gap).count();
+    timespec cpu{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0)
+      s.io_cpu_seconds = static_cast<double>(cpu.tv_sec) + static_cast<double>(cpu.tv_nsec) / 1e9;
+    s.front_request = FrontSummary();
     s.elapsed_seconds = running || start != TimePoint() ? std::chrono::duration<double>(SteadyClock::now() - start).count() : 0;
     return s;
   }
@@ -845,6 +1116,10 @@ bool Fleet::AllAtVersion(const std::string& version) {
       return c.spec.version == version && c.checked_in_version == version;
     });
   });
+}
+
+void Fleet::Hold() {
+  impl_->OnIo([impl = impl_.get()] { impl->holding = true; });
 }
 
 std::size_t Fleet::OnlineCount() {

@@ -73,6 +73,31 @@ struct FleetOptions {
   int writes_per_session = 20;                       // 1 KiB echo round trips before CLOSE
   std::size_t console_write_bytes = 1024;
   std::chrono::milliseconds console_pause{5};        // between round trips
+
+  // The version the wave brings (run --until-version): a client online at another version that
+  // has no UPGRADE yet counts as waiting (FleetSummary::waiting_per_slot). Empty: not tracked.
+  std::string target_version;
+  // >= 0: once this many upgrades were installed, one extra console (the console token) OPENs the
+  // waiting client with the highest id (the last in the relay's initial queue order) and records
+  // what follows (FleetSummary::front_request). < 0: off.
+  int front_request_after = -1;
+};
+
+// What the technician's front request saw (docs/relay-sim.md, "Front request").
+struct FrontRequestSummary {
+  bool done = false;              // the OPEN was answered
+  std::string client_id;
+  std::string answer;             // ERROR code, or "opened"
+  std::string message;            // the ERROR's message (the relay's estimated wait)
+  std::uint64_t waiting_at_answer = 0;   // other clients waiting when the answer arrived
+  // Times are the kernel's arrival times of the frames, i.e. the order in which the relay wrote them.
+  bool started = false;           // the client got its UPGRADE (after the answer, or just before)
+  std::uint64_t others_started_between = 0;  // other clients' UPGRADEs written between answer and its UPGRADE
+  std::uint64_t others_started_while_asking = 0;  // other UPGRADEs written between OPEN sent and the answer
+  std::uint64_t others_read_after_answer = 0;  // of those, read by the simulator only after the answer
+  std::vector<std::string> others_between_ids;  // the first 256 of others_started_between
+  double wait_ms = 0;             // answer -> its UPGRADE (0 when it came first)
+  Json ToJson() const;
 };
 
 struct LatencySummary {
@@ -90,6 +115,17 @@ struct FleetSummary {
   std::uint64_t upgrades_installed = 0, upgrades_failed = 0, upgrades_stalled = 0;
   std::vector<std::uint64_t> build_bytes_per_second;  // BUILD_CHUNK bytes per 1-second window since Start
   std::uint64_t max_concurrent_downloading = 0;  // clients between their first chunk and the last byte
+  // The same at a finer grain, slot i = [i*slot_ms, (i+1)*slot_ms) since Start: chunk bytes
+  // received, the most clients receiving at once, the most clients waiting (see target_version).
+  std::uint32_t slot_ms = 100;
+  std::vector<std::uint64_t> build_bytes_per_slot, downloading_per_slot, waiting_per_slot;
+  double first_chunk_ms = -1;     // first BUILD_CHUNK byte, ms since Start (-1: none)
+  double last_waiting_ms = -1;    // last sweep after the first chunk with a client waiting
+  std::int64_t start_unix_ms = 0; // Start on the system clock, to line up outside events
+  // The I/O thread's health: CPU time so far, and the longest gap between two 20 ms sweeps (how far
+  // it fell behind: descheduled, or busy).
+  double io_cpu_seconds = 0, max_sweep_gap_ms = 0;
+  FrontRequestSummary front_request;
   std::uint64_t console_sessions = 0, console_errors = 0;
   LatencySummary console_latency;
   double elapsed_seconds = 0;
@@ -113,6 +149,9 @@ class Fleet {
   bool AllAtVersion(const std::string& version);
   // Online clients (checked in and connected now).
   std::size_t OnlineCount();
+  // From now on passive clients come back at once and stay (an "on request" check-in), so that a
+  // relay's export can see the whole fleet connected.
+  void Hold();
 
   struct Impl;
 
