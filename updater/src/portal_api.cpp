@@ -1134,6 +1134,10 @@ struct PortalApi {
 
   // ---- the HTML page ----
 
+  // A form shown again with its error next to the field is a page that worked: 200, so a browser
+  // logs no failed load (the JSON API answers the same refusals with their 4xx status).
+  static int FormStatus(int status) { return status < 500 ? 200 : status; }
+
   static Response Page(int status, const std::string& content) {
     std::string html =
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Upkeep download portal</title>"
@@ -1154,7 +1158,7 @@ struct PortalApi {
   static std::string KeyForm(const std::string& key, const std::string& error) {
     std::string out =
         "<h2>1. Paste the download key</h2><p>On the appliance: <code>appliance-agent download-key</code> or the "
-        "updates page. Line breaks and spaces do not matter.</p>\n<form method=\"post\" action=\"/portal\">"
+        "updates page. Line breaks and spaces do not matter.</p>\n<form method=\"post\" action=\"/portal\" novalidate>"
         "<label for=\"download_key\">Download key</label><br>"
         "<textarea id=\"download_key\" name=\"download_key\" rows=\"8\" required>" +
         HtmlEscape(key) + "</textarea>";
@@ -1167,13 +1171,13 @@ struct PortalApi {
     std::string out =
         "<h2>After the import: upload the installation report</h2><p>The appliance writes a signed report next to "
         "the bundle; paste it here so the vendor's fleet view stays true.</p>\n"
-        "<form method=\"post\" action=\"/portal/report\"><label for=\"report\">Installation report</label><br>"
+        "<form method=\"post\" action=\"/portal/report\" novalidate><label for=\"report\">Installation report</label><br>"
         "<textarea id=\"report\" name=\"report\" rows=\"6\" required></textarea>";
     if (!message.empty()) {
       out += std::string("<p class=\"") + (error ? "error\" role=\"alert\"" : "ok\"") + ">" + HtmlEscape(message) + "</p>";
     }
     out += "<p><button type=\"submit\">Upload the report</button></p></form>\n"
-           "<form method=\"post\" action=\"/portal/report\" enctype=\"multipart/form-data\">"
+           "<form method=\"post\" action=\"/portal/report\" enctype=\"multipart/form-data\" novalidate>"
            "<label for=\"report_file\">or the report file</label> "
            "<input type=\"file\" id=\"report_file\" name=\"report\" required> "
            "<button type=\"submit\">Upload the file</button></form>\n";
@@ -1280,27 +1284,27 @@ struct PortalApi {
 
   Response PortalPost(const Request& req) const {
     auto key = Form(req, "download_key");
-    if (!key) return Page(400, KeyForm("", "Paste the download key into the field (a form field named download_key).") +
+    if (!key) return Page(200, KeyForm("", "Paste the download key into the field (a form field named download_key).") +
                                    ReportForm("", false));
     auto got = OffersForText(*key);
     if (auto* r = std::get_if<Response>(&got)) {
-      return Page(r->status, KeyForm(*key, ErrorOf(*r).second) + ReportForm("", false));
+      return Page(FormStatus(r->status), KeyForm(*key, ErrorOf(*r).second) + ReportForm("", false));
     }
     return Page(200, KeyForm(*key, "") + OffersHtml(std::get<Json>(got), *key, "") + ReportForm("", false));
   }
 
   Response PortalBundle(const Request& req) const {
     auto key = Form(req, "download_key");
-    if (!key) return Page(400, KeyForm("", "Paste the download key into the field.") + ReportForm("", false));
+    if (!key) return Page(200, KeyForm("", "Paste the download key into the field.") + ReportForm("", false));
     auto got = BundleForText(*key);
     if (auto* r = std::get_if<Response>(&got)) {
       const std::string message = ErrorOf(*r).second;
       // Show the list again (with what is withheld now) and the reason next to the button.
       auto offers = OffersForText(*key);
       if (auto* j = std::get_if<Json>(&offers)) {
-        return Page(r->status, KeyForm(*key, "") + OffersHtml(*j, *key, message) + ReportForm("", false));
+        return Page(FormStatus(r->status), KeyForm(*key, "") + OffersHtml(*j, *key, message) + ReportForm("", false));
       }
-      return Page(r->status, KeyForm(*key, message) + ReportForm("", false));
+      return Page(FormStatus(r->status), KeyForm(*key, message) + ReportForm("", false));
     }
     Response r(303);
     r.SetHeader("Location", std::get<Json>(got)["url"].get<std::string>());
@@ -1310,10 +1314,10 @@ struct PortalApi {
 
   Response PortalReport(const Request& req) const {
     auto report = Form(req, "report");
-    if (!report) return Page(400, KeyForm("", "") + ReportForm("Paste the installation report into the field.", true));
+    if (!report) return Page(200, KeyForm("", "") + ReportForm("Paste the installation report into the field.", true));
     auto got = Report(*report);
     if (auto* r = std::get_if<Response>(&got)) {
-      return Page(r->status, KeyForm("", "") + ReportForm(ErrorOf(*r).second, true));
+      return Page(FormStatus(r->status), KeyForm("", "") + ReportForm(ErrorOf(*r).second, true));
     }
     const Json& j = std::get<Json>(got);
     return Page(200, KeyForm("", "") +
