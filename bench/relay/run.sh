@@ -6,6 +6,11 @@
 #        INTERVAL_US=5000 (between 1 KiB probes) BG=2 (background sessions) LOAD=0.7
 #        RELAY=BUILD_DIR/bin/relay  CIPHERS= (TLS 1.3 suites forced on every leg, e.g.
 #        TLS_AES_128_GCM_SHA256; our endpoints are one side of every leg, so this binds socat too)
+#        PIN=1: the middle (the relay, or socat with every child it forks) on CPU 1 and bench_relay
+#        on CPU 0 (taskset), so the endpoints' crypto does not compete with the middle's
+#        LOAD_MIBPS=R: background load fixed at R MiB/s instead of LOAD x the relay's max (to
+#        compare two relay builds under the same load)
+#        SYSCALLS=1: first count the middle's system calls (strace -c -f) for 64 MiB, 1 stream
 #
 # (b) throughput: bench_relay streams MIB through our relay (console -> relay -> client, DATA
 #     frames) and through socat-tls-relay.sh (TLS in, TLS out) into its own TLS server, with 1
@@ -17,7 +22,7 @@
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${RUNS:-3}; mib=${MIB:-1024}; probes=${PROBES:-2000}; interval=${INTERVAL_US:-5000}
-bg=${BG:-2}; load=${LOAD:-0.7}; ciphers=${CIPHERS:-}
+bg=${BG:-2}; load=${LOAD:-0.7}; ciphers=${CIPHERS:-}; pin=${PIN:-0}
 bench=$build/bin/bench_relay
 relay=${RELAY:-$build/bin/relay}
 for b in "$bench" "$relay"; do
@@ -78,6 +83,15 @@ for _ in $(seq 50); do socat_pid=$(pgrep -P "$socat_tpid" -x socat || true); [ -
 extra_dirs+=("$(tr '\0' '\n' < "/proc/$socat_pid/cmdline" | sed -n 's/.*cert=\([^,]*\)\/cert.pem.*/\1/p' | head -1)")
 for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$sport") 2>/dev/null && break; sleep 0.1; done
 
+bench_pin=()
+if [ "$pin" = 1 ]; then
+  command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 2; }
+  # socat forks a child per connection after this: the children inherit the affinity.
+  taskset -a -cp 1 "$relay_pid" > /dev/null
+  taskset -a -cp 1 "$socat_pid" > /dev/null
+  bench_pin=(taskset -c 0)
+fi
+
 common=(--cert "$work/cert.pem" --key "$work/key.pem")
 [ -n "$ciphers" ] && common+=(--ciphersuites "$ciphers")
 b_relay=(--mode relay --port "$rport" --secret "$secret" --token "$token" --middle-pid "$relay_pid")
@@ -85,14 +99,26 @@ b_socat=(--mode socat --port "$sport" --listen "$tport" --middle-pid "$socat_pid
 b_direct=(--mode direct --port "$dport" --listen "$dport")
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"; }
-run_bench() { timeout 300 "$bench" "$@" "${common[@]}"; }
+run_bench() { timeout 300 "${bench_pin[@]}" "$bench" "$@" "${common[@]}"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A R  # R[key] = space-separated values over the runs
 add() { R[$1]="${R[$1]:-} $2"; }
 
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); pinned: $([ "$pin" = 1 ] && echo "middle on CPU 1, bench_relay on CPU 0" || echo no)"
 run_bench "${b_relay[@]}" --test throughput --streams 1 --mib 128 > /dev/null  # warm-up
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  command -v strace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y strace >/dev/null
+  for who in relay socat; do
+    if [ "$who" = relay ]; then args=("${b_relay[@]}"); p=$relay_pid; else args=("${b_socat[@]}"); p=$socat_pid; fi
+    strace -c -f -p "$p" -o "$work/strace.$who" & st=$!
+    sleep 0.5
+    run_bench "${args[@]}" --test throughput --streams 1 --mib 64 > /dev/null
+    sleep 0.3; kill -INT "$st"; wait "$st" 2>/dev/null || true
+    echo "system calls of the $who for 64 MiB, 1 stream (strace -c -f; calls over 100):"
+    awk '$4 ~ /^[0-9]+$/ && $4 > 100 && $NF != "total" {print "  " $NF ": " $4 (NF == 6 ? " (" $5 " errors)" : "")}' "$work/strace.$who"
+  done
+fi
 run_bench "${b_socat[@]}" --test throughput --streams 1 --mib 128 > /dev/null
 for i in $(seq "$runs"); do
   order=(relay socat); [ $((i % 2)) -eq 0 ] && order=(socat relay)
@@ -109,6 +135,7 @@ for i in $(seq "$runs"); do
     done
   done
   target=$(awk -v b="$best" -v l="$load" 'BEGIN {printf "%.1f", b * l}')
+  [ -n "${LOAD_MIBPS:-}" ] && target=$LOAD_MIBPS
   for who in relay socat direct; do
     case $who in relay) args=("${b_relay[@]}") ;; socat) args=("${b_socat[@]}") ;; direct) args=("${b_direct[@]}") ;; esac
     out=$(run_bench "${args[@]}" --test latency --bg "$bg" --load-mibps "$target" --probes "$probes" --interval-us "$interval")

@@ -1,10 +1,15 @@
 // The relay server. Single I/O thread: every Conn is touched only on it, so there are no locks on
-// the hot path; public methods post. OpenSSL runs on the raw non-blocking fd; asio only reports
+// the hot path; public methods post. OpenSSL reads the raw non-blocking fd and writes its records
+// into the connection's own buffer, which leaves in one send(2) per flush; asio only reports
 // readiness (socket.async_wait), so no per-connection TLS buffers outlive a read or a write.
 #include "upkeep/relay/server.hpp"
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include <asio.hpp>
 
@@ -24,6 +29,13 @@ using TimePoint = SteadyClock::time_point;
 using asio::ip::tcp;
 
 constexpr std::size_t kReadBuffer = 16 * 1024 + 64;  // one TLS record of plaintext
+// Records encrypted per flush before one send(2); the unsent rest counts toward send_queue_limit.
+constexpr std::size_t kSendBatch = 128 * 1024;
+// A record buffer's capacity: a batch plus the records' overhead (22 bytes per 16 KiB record).
+constexpr std::size_t kRecordBuffer = kSendBatch + 1024;
+// OpenSSL's read-ahead buffer: a read(2) takes up to two whole records (freed when empty,
+// RELEASE_BUFFERS). 64 and 128 KiB measured no better.
+constexpr std::size_t kTlsReadAhead = 34 * 1024;
 constexpr int kReadsPerTurn = 8;                     // then yield to other connections
 constexpr std::size_t kMaxField = 256;
 
@@ -42,6 +54,39 @@ std::string ControlJson(const Json& j) {
   } catch (const std::exception&) {
     return "{}";
   }
+}
+
+}  // namespace
+
+struct Conn;
+
+namespace {
+
+// The write side of every connection's SSL: records are appended to Conn::enc (never refused, so
+// SSL_write never wants to write; the caller bounds what it feeds SSL_write) and the server sends
+// them itself. Created once for the process and never freed.
+int OutWrite(BIO* b, const char* data, int len);
+long OutCtrl(BIO* b, int cmd, long num, void* ptr);
+
+int OutCreate(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+int OutDestroy(BIO*) { return 1; }
+
+const BIO_METHOD* OutMethod() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "upkeep relay records out");
+    if (m != nullptr) {
+      BIO_meth_set_write(m, OutWrite);
+      BIO_meth_set_ctrl(m, OutCtrl);
+      BIO_meth_set_create(m, OutCreate);
+      BIO_meth_set_destroy(m, OutDestroy);
+    }
+    return m;
+  }();
+  return method;
 }
 
 }  // namespace
@@ -67,8 +112,11 @@ struct Conn : std::enable_shared_from_this<Conn> {
   FrameDecoder decoder;
   std::string out;  // encoded frames not yet taken by SSL_write
   std::size_t out_off = 0;
+  std::string enc;  // TLS records (SSL_write's output) not yet taken by the socket
+  std::size_t enc_off = 0;
   std::uint64_t queued_total = 0;
-  std::uint64_t written_total = 0;
+  std::uint64_t encrypted_total = 0;  // taken by SSL_write (records in enc or sent)
+  std::uint64_t written_total = 0;    // whose records the socket took: completions are due
   std::vector<std::pair<std::uint64_t, Completion>> completions;
   std::string id;  // client id, or technician id for a console
   Conn* peer = nullptr;
@@ -78,8 +126,31 @@ struct Conn : std::enable_shared_from_this<Conn> {
   TimePoint last_tx;         // last write progress (or when the queue became non-empty)
   TimePoint session_activity;
 
-  std::size_t pending() const { return out.size() - out_off; }
+  std::size_t plain_pending() const { return out.size() - out_off; }
+  std::size_t enc_pending() const { return enc.size() - enc_off; }
+  // Everything queued for this connection (the back-pressure bound applies to it).
+  std::size_t pending() const { return plain_pending() + enc_pending(); }
 };
+
+namespace {
+
+int OutWrite(BIO* b, const char* data, int len) {
+  auto* c = static_cast<Conn*>(BIO_get_data(b));
+  if (c == nullptr || len < 0) return -1;
+  c->enc.append(data, static_cast<std::size_t>(len));
+  return len;
+}
+
+long OutCtrl(BIO* b, int cmd, long, void*) {
+  auto* c = static_cast<Conn*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;  // sent by the server, not here
+    case BIO_CTRL_WPENDING: return c == nullptr ? 0 : static_cast<long>(c->enc_pending());
+    default: return 0;
+  }
+}
+
+}  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(ServerOptions o, ClientStore& s, const Clock& c, ServerObserver* obs)
@@ -105,6 +176,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::unordered_map<std::string, Conn*> online;  // client id -> its connection
   std::vector<std::shared_ptr<Conn>> graveyard;   // closed, freed on the next turn
   std::vector<std::uint8_t> read_buf = std::vector<std::uint8_t>(kReadBuffer);
+  // One spare record buffer for the whole thread: a connection borrows it for a flush and gives it
+  // back once the socket took everything, so a busy session does not allocate (and fault in) a
+  // fresh buffer per flush, and only a connection with unsent records holds one of its own.
+  std::string spare_enc;
+  std::string spare_out;  // the same for the frames queue (Conn::out)
+  std::size_t OutBuffer() const { return opt.send_queue_limit + 32 * 1024; }
 
   double tokens = 0;
   TimePoint tokens_at;
@@ -165,15 +242,25 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     asio::error_code ec;
     s.non_blocking(true, ec);
     if (!ec) s.set_option(tcp::no_delay(true), ec);
-    SSL* ssl = ec ? nullptr : SSL_new(ctx);
-    if (ssl == nullptr || SSL_set_fd(ssl, static_cast<int>(s.native_handle())) != 1) {
+    const int fd = static_cast<int>(s.native_handle());
+    auto c = ec ? nullptr : std::make_shared<Conn>(this, std::move(s));
+    SSL* ssl = c ? SSL_new(ctx) : nullptr;
+    BIO* rbio = ssl != nullptr ? BIO_new_socket(fd, BIO_NOCLOSE) : nullptr;
+    BIO* wbio = rbio != nullptr && OutMethod() != nullptr ? BIO_new(OutMethod()) : nullptr;
+    if (wbio == nullptr) {
+      if (rbio != nullptr) BIO_free(rbio);
       if (ssl != nullptr) SSL_free(ssl);
       Log("connection set-up failed: " + (ec ? ec.message() : OpenSslError()));
-      s.close(ec);
+      if (c) {
+        c->sock.close(ec);
+      } else {
+        s.close(ec);
+      }
       return;
     }
+    BIO_set_data(wbio, c.get());
+    SSL_set_bio(ssl, rbio, wbio);  // the SSL owns both
     SSL_set_accept_state(ssl);
-    auto c = std::make_shared<Conn>(this, std::move(s));
     c->ssl = ssl;
     c->last_rx = now;
     c->deadline = now + opt.hello_timeout;
@@ -216,7 +303,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   void OnWritable(Conn& c) {
-    if (c.phase == Phase::kHandshake) return Handshake(c);
+    // The records a full socket left behind go first; the rest of the connection waits for them.
+    if (c.enc_pending() > 0 && (!SendRecords(c) || c.enc_pending() > 0)) return;
+    if (c.phase == Phase::kHandshake) return;  // its records are out; reading drives it on
     if (c.read_needs_write) {
       c.read_needs_write = false;
       Read(c);
@@ -228,6 +317,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void Handshake(Conn& c) {
     ERR_clear_error();
     int r = SSL_do_handshake(c.ssl);
+    if (!SendRecords(c)) return;
     if (r == 1) {
       c.phase = Phase::kHello;
       Read(c);
@@ -247,6 +337,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     // What the burst queued for the peer leaves now, once: per DATA frame, a relayed 16 KiB TLS
     // record went out as a full record plus a 4-byte one (twice the records and writes).
     if (c.peer != nullptr) Flush(*c.peer);
+    // Records SSL_read itself produced (an alert, a key update) leave too.
+    if (c.enc_pending() > 0 && c.phase != Phase::kClosed) Flush(c);
     c.in_read = false;
     if (c.phase != Phase::kClosed) c.decoder.ShrinkIfIdle();
   }
@@ -531,39 +623,105 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // ---- writing ----
   void Queue(Conn& c, FrameType type, std::string_view payload) {
     if (c.pending() == 0) c.last_tx = SteadyClock::now();
-    if (c.out_off > 0 && c.out_off >= c.out.size() / 2) {
+    if (c.out.empty()) {
+      Borrow(c.out, spare_out, OutBuffer());
+      c.out_off = 0;
+    } else if (c.out_off > 0 &&
+               (c.out_off >= c.out.size() / 2 || c.out.size() + kFrameHeaderSize + payload.size() > c.out.capacity())) {
       c.out.erase(0, c.out_off);
       c.out_off = 0;
     }
     if (AppendFrame(c.out, type, payload).ok()) c.queued_total += kFrameHeaderSize + payload.size();
   }
 
-  void Flush(Conn& c) {
-    if (c.phase == Phase::kClosed || c.phase == Phase::kHandshake) return;
-    while (c.pending() > 0) {
-      ERR_clear_error();
-      const int len = static_cast<int>(std::min<std::size_t>(c.pending(), 16384));
-      int n = SSL_write(c.ssl, c.out.data() + c.out_off, len);
+  // Sends what SSL_write left in c.enc, in one send(2) unless the socket takes less. Returns false
+  // once the connection is closed; a socket that is full arms a writable wait.
+  bool SendRecords(Conn& c) {
+    while (c.enc_pending() > 0) {
+      if (c.write_waiting) return true;  // it was full: the writable wait sends the rest
+      const ssize_t n = ::send(c.sock.native_handle(), c.enc.data() + c.enc_off, c.enc_pending(), MSG_NOSIGNAL);
       if (n > 0) {
-        c.out_off += static_cast<std::size_t>(n);
-        c.written_total += static_cast<std::uint64_t>(n);
+        c.enc_off += static_cast<std::size_t>(n);
         c.last_tx = SteadyClock::now();
+        if (c.enc_pending() > 0) WaitWrite(c);  // a short send: the socket is full now
         continue;
       }
-      int err = SSL_get_error(c.ssl, n);
-      if (err == SSL_ERROR_WANT_WRITE) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         WaitWrite(c);
-        break;
+        return true;
       }
-      if (err == SSL_ERROR_WANT_READ) {
-        c.write_needs_read = true;
-        WaitRead(c);
-        break;
-      }
-      return Close(c, err == SSL_ERROR_SSL ? "TLS error: " + OpenSslError() : std::string("connection lost while sending"));
+      Close(c, "connection lost while sending");
+      return false;
     }
-    if (c.pending() == 0) {
-      std::string().swap(c.out);  // an idle connection keeps no send buffer
+    c.written_total = c.encrypted_total;
+    GiveBackRecordBuffer(c);  // an idle connection keeps no record buffer
+    return true;
+  }
+
+  // An empty buffer takes the thread's spare (or reserves `cap`); a spare is always empty.
+  static void Borrow(std::string& buf, std::string& spare, std::size_t cap) {
+    if (!buf.empty() || buf.capacity() >= cap) return;
+    if (spare.capacity() >= cap) {
+      buf.swap(spare);
+    } else {
+      buf.reserve(cap);
+    }
+  }
+
+  // A drained buffer becomes the spare if there is none; else it is freed.
+  static void GiveBack(std::string& buf, std::string& spare, std::size_t cap) {
+    buf.clear();
+    if (buf.capacity() >= cap && spare.capacity() < cap) spare.swap(buf);
+    std::string().swap(buf);
+  }
+
+  void GiveBackRecordBuffer(Conn& c) {
+    GiveBack(c.enc, spare_enc, kRecordBuffer);
+    c.enc_off = 0;
+  }
+
+  void Flush(Conn& c) {
+    if (c.phase == Phase::kClosed || c.phase == Phase::kHandshake) return;
+    for (bool blocked = false; !blocked;) {
+      if (c.enc_off > 0 && c.plain_pending() > 0) {  // keep the batch within the buffer's capacity
+        c.enc.erase(0, c.enc_off);
+        c.enc_off = 0;
+      }
+      // Encrypt a batch of records (SSL_write splits into records of at most 16 KiB), then send.
+      if (c.plain_pending() > 0 && c.enc.empty()) {
+        Borrow(c.enc, spare_enc, kRecordBuffer);
+        c.enc_off = 0;
+      }
+      while (c.plain_pending() > 0 && c.enc_pending() < kSendBatch) {
+        ERR_clear_error();
+        const int len = static_cast<int>(std::min(c.plain_pending(), kSendBatch - c.enc_pending()));
+        int n = SSL_write(c.ssl, c.out.data() + c.out_off, len);
+        if (n > 0) {
+          c.out_off += static_cast<std::size_t>(n);
+          c.encrypted_total += static_cast<std::uint64_t>(n);
+          continue;
+        }
+        int err = SSL_get_error(c.ssl, n);
+        blocked = true;
+        if (err == SSL_ERROR_WANT_WRITE) {  // not from our record buffer; kept for completeness
+          WaitWrite(c);
+          break;
+        }
+        if (err == SSL_ERROR_WANT_READ) {
+          c.write_needs_read = true;
+          WaitRead(c);
+          break;
+        }
+        blocked = false;
+        Close(c, err == SSL_ERROR_SSL ? "TLS error: " + OpenSslError() : std::string("connection lost while sending"));
+        return;
+      }
+      if (!SendRecords(c)) return;
+      if (c.enc_pending() > 0 || c.plain_pending() == 0) break;
+    }
+    if (c.plain_pending() == 0) {
+      GiveBack(c.out, spare_out, OutBuffer());  // an idle connection keeps no send buffer
       c.out_off = 0;
     }
     if (!c.completions.empty()) {
@@ -632,6 +790,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       ERR_clear_error();
       SSL_shutdown(c.ssl);  // best effort close_notify; the socket is non-blocking
     }
+    if (c.enc_pending() > 0) {  // best effort: the last frames and alerts, if the socket takes them
+      [[maybe_unused]] ssize_t n =
+          ::send(c.sock.native_handle(), c.enc.data() + c.enc_off, c.enc_pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    GiveBackRecordBuffer(c);
     ERR_clear_error();
     asio::error_code ignored;
     c.sock.close(ignored);
@@ -741,6 +904,7 @@ Status Server::Start() {
   // loop: it reads until OpenSSL would block, and a resumed reader reads before waiting on the
   // socket, so bytes OpenSSL buffered are never stranded; RELEASE_BUFFERS frees the buffer when empty.
   SSL_CTX_set_read_ahead(s.ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(s.ctx, kTlsReadAhead);
   SSL_CTX_set_mode(s.ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_use_certificate_chain_file(s.ctx, s.opt.certificate_chain.c_str()) != 1) {
     return Error(Errc::kInvalidArgument, s.opt.certificate_chain.string() + ": cannot load the certificate chain: " + OpenSslError());

@@ -359,6 +359,42 @@ TEST_F(RelayServerTest, SlowReaderThrottlesTheWriterAndBoundsRelayMemory) {
   EXPECT_TRUE(Pings(*console));
 }
 
+// The relay encrypts a batch of records before one send(2): what the socket does not take stays in
+// the connection's record buffer, which counts toward send_queue_limit like the frames behind it.
+TEST_F(RelayServerTest, ReaderThatNeverReadsKeepsRelayMemoryBoundedAndTimesOut) {
+  options_.send_timeout = 1500ms;
+  StartServer();
+  auto client = Client(1, /*rcvbuf=*/16 * 1024);
+  auto console = Console();
+  Pair(*console, *client, 1);
+  auto other = Client(2);
+  const std::size_t total = 32u << 20;
+  std::atomic<std::size_t> sent{0};
+  std::thread writer([&] {
+    std::string chunk(16 * 1024, 'n');
+    // Blocks once the relay stops reading; resumes when the relay drops the stalled session.
+    while (sent < total && console->Send(FrameType::kData, chunk)) sent += chunk.size();
+  });
+  std::size_t last = 0;
+  for (int i = 0; i < 50 && (sent == 0 || sent != last); ++i) {  // stalled: no progress for 200 ms
+    last = sent;
+    std::this_thread::sleep_for(200ms);
+  }
+  const auto peak = server_->stats().peak_session_buffered;
+  std::printf("[ relay    ] writer stalled after %zu bytes; peak relay-buffered bytes for the session: %llu\n",
+              sent.load(), static_cast<unsigned long long>(peak));
+  EXPECT_LT(sent.load(), total);
+  EXPECT_LE(peak, 2u * 64 * 1024);
+  EXPECT_GT(server_->stats().backpressure_pauses, 0u);
+  EXPECT_TRUE(Pings(*other));  // everyone else is still served
+  // Nothing leaves for the silent reader: the relay closes it, ends the session and reads (and
+  // drops) the console's bytes again, so the writer finishes.
+  EXPECT_TRUE(Eventually([&] { return LogContains("send time-out"); }));
+  writer.join();
+  EXPECT_EQ(sent.load(), total);
+  EXPECT_TRUE(Pings(*other));
+}
+
 TEST_F(RelayServerTest, ConsoleForUnknownOfflineOrBusyClientIsRefused) {
   StartServer();
   auto online = Client(2);
