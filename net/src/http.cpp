@@ -166,22 +166,28 @@ Expected<std::string> DecodePath(std::string_view raw) {
   return out;
 }
 
-Expected<std::string> DecodeQueryComponent(std::string_view raw) {
-  std::string out;
+bool PercentDecodeComponent(std::string_view raw, std::string& out) {
+  out.clear();
   out.reserve(raw.size());
   for (std::size_t i = 0; i < raw.size(); ++i) {
     char c = raw[i];
     if (c == '+') {
       c = ' ';
     } else if (c == '%') {
-      if (i + 2 >= raw.size() || HexValue(raw[i + 1]) < 0 || HexValue(raw[i + 2]) < 0) {
-        return Error(Errc::kParse, "query '" + Printable(raw) + "': bad percent-escape");
-      }
+      if (i + 2 >= raw.size() || HexValue(raw[i + 1]) < 0 || HexValue(raw[i + 2]) < 0) return false;
       c = static_cast<char>(HexValue(raw[i + 1]) * 16 + HexValue(raw[i + 2]));
       i += 2;
     }
-    if (c == '\0') return Error(Errc::kUnsafe, "query '" + Printable(raw) + "': encoded NUL");
+    if (c == '\0') return false;
     out.push_back(c);
+  }
+  return true;
+}
+
+Expected<std::string> DecodeQueryComponent(std::string_view raw) {
+  std::string out;
+  if (!PercentDecodeComponent(raw, out)) {
+    return Error(Errc::kParse, "query '" + Printable(raw) + "': bad percent-escape or encoded NUL");
   }
   return out;
 }

@@ -20,35 +20,6 @@ std::string_view TrimSpaces(std::string_view s) {
   return s;
 }
 
-int Hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decodes one form component; false on a bad escape or an encoded NUL.
-bool DecodeComponent(std::string_view raw, std::string& out) {
-  out.clear();
-  out.reserve(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    char c = raw[i];
-    if (c == '+') {
-      c = ' ';
-    } else if (c == '%') {
-      if (i + 2 >= raw.size()) return false;
-      int hi = Hex(raw[i + 1]);
-      int lo = Hex(raw[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      c = static_cast<char>(hi * 16 + lo);
-      i += 2;
-    }
-    if (c == '\0') return false;
-    out.push_back(c);
-  }
-  return true;
-}
-
 // A field name fit to appear in an error message.
 std::string Shown(std::string_view name) {
   std::string out;
@@ -118,11 +89,11 @@ Expected<Form> Form::Parse(std::string_view body, const FormLimits& limits) {
     }
     std::size_t eq = item.find('=');
     std::string name;
-    if (!DecodeComponent(item.substr(0, eq), name) || name.empty()) {
+    if (!net::PercentDecodeComponent(item.substr(0, eq), name) || name.empty()) {
       return Error(Errc::kParse, "form: field " + std::to_string(position) + ": bad or empty name");
     }
     std::string value;
-    if (eq != std::string_view::npos && !DecodeComponent(item.substr(eq + 1), value)) {
+    if (eq != std::string_view::npos && !net::PercentDecodeComponent(item.substr(eq + 1), value)) {
       return Error(Errc::kParse, "form: field '" + Shown(name) + "': bad percent-escape or encoded NUL");
     }
     form.fields_.emplace_back(std::move(name), std::move(value));

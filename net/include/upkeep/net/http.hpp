@@ -75,6 +75,10 @@ Expected<std::string> DecodePath(std::string_view raw_path);
 // Decodes one query component ('+' is a space, %XX escapes, NUL refused).
 Expected<std::string> DecodeQueryComponent(std::string_view raw);
 
+// The same decoding into `out`, with no message: false on a bad %XX escape or an encoded NUL. For
+// callers whose text must never appear in an error (a form's password field).
+bool PercentDecodeComponent(std::string_view raw, std::string& out);
+
 // Splits "a=1&b=two" into decoded pairs; at most max_params (kLimit beyond).
 Expected<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view query,
                                                                       std::size_t max_params = 256);
