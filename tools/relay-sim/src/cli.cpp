@@ -1,4 +1,5 @@
 #include "upkeep/relay/address.hpp"
+#include "upkeep/relay/builds_file.hpp"
 #include "upkeep/relay_sim/cli.hpp"
 
 #include <functional>
@@ -116,28 +117,9 @@ int MakeBuild(const BuildArgs& a, const Ctx& ctx) {
   Bytes content = SystemRandom::Instance().Generate(static_cast<std::size_t>(a.size));
   const std::string data(content.begin(), content.end());
   if (auto s = WriteFileAtomic(a.output, data); !s.ok()) return ctx.Fail(s.error());
-  const std::string sha = Sha256Hex(data);
-  const std::string signature = ToHex(key.Sign(relay::BuildSigningMessage(a.platform, a.version, sha)));
-  Json builds{{"builds", Json::array()}};
-  if (std::filesystem::exists(a.builds, ec)) {
-    auto text = ReadFileBounded(a.builds, 1 << 20);
-    if (!text.ok()) return ctx.Fail(text.error());
-    auto parsed = ParseJson(*text);
-    if (!parsed.ok()) return ctx.Fail(parsed.error().Wrap(a.builds));
-    if (!parsed->is_object() || !parsed->contains("builds") || !(*parsed)["builds"].is_array())
-      return ctx.Fail(Error(Errc::kParse, a.builds + ": no 'builds' array"));
-    builds = *parsed;
-  }
-  Json kept = Json::array();
-  for (const Json& b : builds["builds"])
-    if (!(b.is_object() && b.contains("platform") && b["platform"] == a.platform)) kept.push_back(b);
-  kept.push_back(Json{{"platform", a.platform},
-                      {"version", a.version},
-                      {"path", std::filesystem::absolute(a.output, ec).string()},
-                      {"sha256", sha},
-                      {"signature", signature}});
-  builds["builds"] = std::move(kept);
-  if (auto s = WriteFileAtomic(a.builds, builds.dump(1) + "\n"); !s.ok()) return ctx.Fail(s.error());
+  auto entry = relay::AddSignedClientBuild(a.builds, a.output, a.platform, a.version, key, false);
+  if (!entry.ok()) return ctx.Fail(entry.error());
+  const std::string sha = (*entry)["sha256"].get<std::string>();
   *ctx.out << "wrote " << a.output << " (" << a.size << " bytes, " << a.platform << " " << a.version << ", sha256 "
            << sha << ") into " << a.builds << "\n";
   return 0;

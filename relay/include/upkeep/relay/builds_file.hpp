@@ -13,7 +13,11 @@
 #include <filesystem>
 #include <vector>
 
+#include <string_view>
+
 #include "upkeep/common/error.hpp"
+#include "upkeep/common/json.hpp"
+#include "upkeep/packages/keys.hpp"
 #include "upkeep/relay/scheduler.hpp"
 
 namespace upkeep::relay {
@@ -23,5 +27,15 @@ constexpr std::size_t kMaxClientBuilds = 256;
 // confined: every path must be relative, without "." or ".." components (a package's payload
 // cannot point outside itself).
 Expected<std::vector<ClientBuild>> LoadClientBuilds(const std::filesystem::path& file, bool confined);
+
+// The vendor's side (upk client-build, relay-sim make-build): hashes `build`, signs
+// BuildSigningMessage(platform, version, sha256) with `key` and adds the entry to the list at
+// `list` (created when missing), replacing that platform's entry. `confined`: the build must lie
+// inside the list's directory and its path is written relative (a package payload); otherwise
+// it is written absolute. The new list is checked with LoadClientBuilds before it atomically
+// replaces the old one, so a list the relay would refuse is never written. Returns the entry.
+Expected<Json> AddSignedClientBuild(const std::filesystem::path& list, const std::filesystem::path& build,
+                                    std::string_view platform, std::string_view version,
+                                    const packages::PrivateKey& key, bool confined);
 
 }  // namespace upkeep::relay
