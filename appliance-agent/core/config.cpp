@@ -68,7 +68,7 @@ Expected<std::uint64_t> ParseUnsigned(std::string_view text, const std::string& 
 Expected<AgentConfig> AgentConfig::FromJson(const Json& j, const std::filesystem::path& base) {
   const std::string what = "agent config";
   UPK_TRY(OnlyKnown(j, {"state_dir", "system_root", "updater_url", "ca_file", "identity_file", "director_key_file",
-                        "backup", "relay"},
+                        "backup", "relay", "web"},
                     what));
   AgentConfig c;
   UPK_TRY_ASSIGN(std::string state, String(j, "state_dir", what, true));
@@ -128,6 +128,26 @@ Expected<AgentConfig> AgentConfig::FromJson(const Json& j, const std::filesystem
     }
     c.relay = std::move(rc);
   }
+  if (j.contains("web")) {
+    const Json& w = j["web"];
+    const std::string ww = what + ": web";
+    UPK_TRY(OnlyKnown(w, {"listen", "certificate", "private_key", "origin"}, ww));
+    WebConfig wc;
+    UPK_TRY_ASSIGN(wc.listen, String(w, "listen", ww, true));
+    UPK_TRY_ASSIGN(std::string cert, String(w, "certificate", ww, true));
+    UPK_TRY_ASSIGN(std::string key, String(w, "private_key", ww, true));
+    UPK_TRY_ASSIGN(wc.origin, String(w, "origin", ww, false));
+    if (wc.listen.empty() || cert.empty() || key.empty()) {
+      return Error(Errc::kParse, ww + ": listen, certificate and private_key must not be empty");
+    }
+    if (!wc.origin.empty() && (wc.origin.rfind("https://", 0) != 0 || wc.origin.size() > 255 ||
+                               wc.origin.find_first_of("/?#@ ", 8) != std::string::npos)) {
+      return Error(Errc::kParse, ww + ": origin must be https://HOST[:PORT] without a path");
+    }
+    wc.certificate = Resolve(cert, base);
+    wc.private_key = Resolve(key, base);
+    c.web = std::move(wc);
+  }
   return c;
 }
 
@@ -152,6 +172,11 @@ Json AgentConfig::ToJson() const {
     j["relay"] = {{"listen", relay->listen},          {"certificate", relay->certificate.string()},
                   {"private_key", relay->private_key.string()}, {"clients", relay->clients.string()},
                   {"accept_rate", relay->accept_rate}, {"max_connections", relay->max_connections}};
+  }
+  if (web) {
+    j["web"] = {{"listen", web->listen}, {"certificate", web->certificate.string()},
+                {"private_key", web->private_key.string()}};
+    if (!web->origin.empty()) j["web"]["origin"] = web->origin;
   }
   return j;
 }

@@ -32,6 +32,15 @@ struct RelayConfig {
   std::size_t max_connections = 25000;
 };
 
+// The appliance updates page the daemon serves over HTTPS (docs/agent/web.md). PEM files; web
+// accounts live in STATE/web-accounts.json.
+struct WebConfig {
+  std::string listen;                  // "ADDRESS:PORT" ("[::]:8443"); port 0 picks one
+  std::filesystem::path certificate;
+  std::filesystem::path private_key;
+  std::string origin;                  // optional "https://host:port" browsers use; empty: derived
+};
+
 struct AgentConfig {
   std::filesystem::path state_dir;    // store, downloads, TUF metadata, backups, identity
   std::filesystem::path system_root;  // the package area the handlers install into
@@ -41,6 +50,7 @@ struct AgentConfig {
   std::filesystem::path director_key_file;  // the director's public key (TUF key JSON)
   BackupSource backup;                      // what a configuration backup holds
   std::optional<RelayConfig> relay;         // set: the daemon hosts the relay core
+  std::optional<WebConfig> web;             // set: the daemon serves the updates page
 
   // Paths the agent derives from state_dir.
   std::filesystem::path StoreDir() const { return state_dir / "state"; }
@@ -48,10 +58,12 @@ struct AgentConfig {
   std::filesystem::path TufDir() const { return state_dir / "tuf"; }
   std::filesystem::path BackupDir() const { return state_dir / "backups"; }
   std::filesystem::path RelaySocket() const { return state_dir / "relay.sock"; }
+  std::filesystem::path WebAccountsFile() const { return state_dir / "web-accounts.json"; }
 
   // {"state_dir", "system_root", "updater_url", "ca_file"?, "identity_file"?, "director_key_file",
   //  "backup"?: {"paths": [...], "tls_key_paths": [...], "licence_path"?, "vault_key_path"?},
-  //  "relay"?: {"listen", "certificate", "private_key", "clients", "accept_rate"?, "max_connections"?}}.
+  //  "relay"?: {"listen", "certificate", "private_key", "clients", "accept_rate"?, "max_connections"?},
+  //  "web"?: {"listen", "certificate", "private_key", "origin"?}}.
   // Relative paths are resolved against `base` (the config file's directory).
   static Expected<AgentConfig> FromJson(const Json& json, const std::filesystem::path& base);
   static Expected<AgentConfig> Load(const std::filesystem::path& file);

@@ -1,0 +1,671 @@
+// The appliance updates page (web_host.hpp, docs/agent/web.md): routes, HTML rendering, the
+// pre-session form token, the daemon's UpdatesSource and the daemon service.
+#include "upkeep/agent/web_host.hpp"
+
+#include <sys/timex.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <csignal>
+#include <map>
+#include <mutex>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "upkeep/agent/runtime.hpp"
+#include "upkeep/common/bytes.hpp"
+#include "upkeep/net/server.hpp"
+#include "upkeep/packages/manifest.hpp"
+#include "upkeep/web/authenticator.hpp"
+#include "upkeep/web/forms.hpp"
+#include "upkeep/web/rate_limit.hpp"
+#include "upkeep/web/sessions.hpp"
+
+namespace upkeep::agent {
+
+using net::Method;
+using net::Request;
+using net::Response;
+
+std::string HtmlEscape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's UpdatesSource.
+
+std::optional<bool> ClockSynchronised() {
+  struct timex tx {};
+  const int state = ::adjtimex(&tx);
+  if (state == -1) return std::nullopt;
+  return state != TIME_ERROR && (tx.status & STA_UNSYNC) == 0;
+}
+
+class RuntimeUpdatesSource final : public UpdatesSource {
+ public:
+  RuntimeUpdatesSource(AgentConfig config, std::size_t history) : config_(std::move(config)), history_(history) {}
+
+  Expected<Json> Status() override {
+    UPK_TRY_ASSIGN(auto rt, OpenAgentRuntime(config_, true));
+    Agent& agent = *rt->agent;
+    Store& store = *rt->store;
+    Json out = Json::object();
+    out["agent_version"] = kAgentVersion;
+    out["system_time"] = FormatTimestamp(SystemClock::Instance().Now());
+    const auto synced = ClockSynchronised();
+    out["time_synchronised"] = synced ? Json(*synced) : Json(nullptr);
+    Json installed = Json::array();
+    const Json doc = agent.InstalledJson();  // kept: the loop must not range over a temporary's member
+    for (const auto& [name, p] : doc["packages"].items()) {
+      if (!p.is_object()) continue;
+      installed.push_back({{"name", name}, {"version", p.value("version", "")}, {"kind", p.value("kind", "")}});
+    }
+    out["installed"] = installed;
+    out["last_check"] = store.Get("last_check").value_or(Json(nullptr));
+    Json op = store.Get("operation").value_or(Json(nullptr));
+    if (op.is_object() && op.contains("step") && op["step"].is_object()) {
+      out["operation"] = {{"name", op["step"].value("name", "")}, {"version", op["step"].value("version", "")},
+                          {"phase", op.value("phase", "")}};
+    } else {
+      out["operation"] = nullptr;
+    }
+    Json plan = Json::array();
+    auto planned = agent.Plan();
+    if (planned.ok()) {
+      for (const auto& p : *planned) {
+        plan.push_back({{"name", p.step.name}, {"version", p.step.version.ToString()},
+                        {"kind", packages::KindName(p.step.kind)}, {"state", p.state}, {"reason", p.reason}});
+      }
+    } else {
+      out["plan_error"] = planned.error().message();
+    }
+    out["plan"] = plan;
+    Json history = Json::array();
+    const std::uint64_t next = store.NextSeq("journal");
+    const std::uint64_t first = std::max(store.FirstSeq("journal"), next > history_ ? next - history_ : 1);
+    auto records = store.Read("journal", first, history_);
+    if (records.ok()) {
+      for (auto it = records->rbegin(); it != records->rend(); ++it) history.push_back(it->value);
+    }
+    out["history"] = history;
+    return out;
+  }
+
+  upkeep::Status RequestCheck() override {
+    // Process-directed, so the daemon's sigtimedwait (main thread) takes it; every thread blocks it.
+    if (::kill(::getpid(), SIGUSR1) != 0) return Error(Errc::kIo, "cannot signal the daemon to check");
+    return OkStatus();
+  }
+
+ private:
+  AgentConfig config_;
+  std::size_t history_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for reading the status JSON defensively.
+
+std::string Str(const Json& j, const char* key) {
+  if (!j.is_object()) return {};
+  auto it = j.find(key);
+  if (it == j.end()) return {};
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_number()) return it->dump();
+  return {};
+}
+
+const Json& Arr(const Json& j, const char* key) {
+  static const Json empty = Json::array();
+  if (!j.is_object()) return empty;
+  auto it = j.find(key);
+  return it != j.end() && it->is_array() ? *it : empty;
+}
+
+constexpr std::string_view kFormCookie = "__Host-upkeep_form";
+
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+constexpr const char* kCss =
+    "body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em;color:#222}\n"
+    "header{display:flex;justify-content:space-between;align-items:center;border-bottom:1px solid #ccc}\n"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:left;"
+    "vertical-align:top}\n"
+    "label{display:block;margin-top:.6em}input[type=text],input[type=password]{width:24em;max-width:100%}\n"
+    ".error{color:#a00;font-weight:bold}.field-error{color:#a00;display:block}.ok{color:#060}\n"
+    ".state-failed,.state-blocked{color:#a00}.state-next{color:#060;font-weight:bold}\n"
+    "pre{background:#f4f4f4;padding:.5em;overflow:auto;max-height:20em}form.inline{display:inline}\n";
+
+}  // namespace
+
+std::unique_ptr<UpdatesSource> MakeRuntimeUpdatesSource(const AgentConfig& config, std::size_t history) {
+  return std::make_unique<RuntimeUpdatesSource>(config, history == 0 ? 1 : history);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebHost
+
+struct WebHost::Impl {
+  WebHostOptions options;
+  web::AccountRepository* accounts = nullptr;
+  UpdatesSource* source = nullptr;
+  const Clock* clock = nullptr;
+  Random* random = nullptr;
+  std::mutex random_mu;
+  std::function<void(const std::string&)> log;
+  std::string origin;
+  std::uint16_t port = 0;
+  std::unique_ptr<web::Authenticator> auth_owner;
+  std::atomic<web::Authenticator*> published{nullptr};  // set once after Start (the port is known then)
+  std::unique_ptr<net::Server> server;
+
+  // ---- responses
+
+  static Response Secure(Response r) {
+    r.SetHeader("Content-Security-Policy",
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'");
+    r.SetHeader("X-Frame-Options", "DENY");
+    r.SetHeader("Cache-Control", "no-store");
+    r.SetHeader("X-Content-Type-Options", "nosniff");
+    r.SetHeader("Referrer-Policy", "same-origin");
+    return r;
+  }
+
+  static Response Page(int status, const std::string& title, const std::string& body) {
+    std::string html =
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>" +
+        HtmlEscape(title) + " - Upkeep appliance</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
+        "<body>\n" + body + "</body></html>\n";
+    return Secure(Response::Text(status, std::move(html), "text/html; charset=utf-8"));
+  }
+
+  static Response Redirect(const std::string& to) {
+    Response r(303);
+    r.SetHeader("Location", to);
+    return Secure(std::move(r));
+  }
+
+  static Response ErrorPage(int status, const std::string& message) {
+    return Page(status, "Error", "<h1>" + std::to_string(status) + " " + HtmlEscape(std::string(net::StatusReason(status))) +
+                                     "</h1><p class=\"error\" role=\"alert\">" + HtmlEscape(message) +
+                                     "</p><p><a href=\"/\">Back to the updates page</a></p>\n");
+  }
+
+  static Response FromRefusal(const web::Refusal& refusal) {
+    Response r = ErrorPage(refusal.status, refusal.reason);
+    if (refusal.status == 429) r.SetHeader("Retry-After", std::to_string(refusal.retry_after.count()));
+    return r;
+  }
+
+  // ---- the pre-session form token (setup and login have no session yet): a double-submit cookie
+
+  std::string NewFormToken() {
+    std::lock_guard lock(random_mu);
+    return ToHex(random->Generate(16));
+  }
+
+  static std::string FormCookie(const std::string& token) {
+    return std::string(kFormCookie) + "=" + token + "; Path=/; Secure; HttpOnly; SameSite=Strict";
+  }
+
+  // The form token to embed: the browser's cookie when it has a well-formed one, else a new one
+  // (then `set_cookie` is filled).
+  std::string FormToken(const Request& req, std::string* set_cookie) {
+    if (auto cookie = req.Header("Cookie")) {
+      auto v = web::FindCookie(*cookie, kFormCookie);
+      if (v.ok() && *v && IsLowerHex(**v, 32)) return **v;
+    }
+    std::string t = NewFormToken();
+    *set_cookie = FormCookie(t);
+    return t;
+  }
+
+  // Origin/Referer and the double-submit token; the reason for a 403 when refused.
+  std::optional<std::string> CheckFormToken(const Request& req, const web::Form& form) {
+    if (auto s = web::CheckOrigin(req, origin); !s.ok()) return s.error().message();
+    auto sent = form.Single(web::kCsrfField);
+    if (!sent.ok()) return std::string("form without a CSRF token");
+    std::optional<std::string> cookie;
+    if (auto header = req.Header("Cookie")) {
+      auto v = web::FindCookie(*header, kFormCookie);
+      if (v.ok()) cookie = *v;
+    }
+    if (!cookie || !IsLowerHex(*cookie, 32) || !ConstantTimeEqual(*cookie, *sent)) {
+      return "invalid CSRF token for " + req.path();
+    }
+    return std::nullopt;
+  }
+
+  static std::string Hidden(const std::string& token) {
+    return "<input type=\"hidden\" name=\"csrf_token\" value=\"" + HtmlEscape(token) + "\">";
+  }
+
+  static std::string Field(const std::string& name, const std::string& label, const std::string& type,
+                           const std::string& value, const std::map<std::string, std::string>& errors,
+                           const std::string& autocomplete) {
+    std::string out = "<label for=\"" + name + "\">" + HtmlEscape(label) + "</label><input id=\"" + name + "\" name=\"" +
+                      name + "\" type=\"" + type + "\" autocomplete=\"" + autocomplete + "\" required";
+    if (!value.empty()) out += " value=\"" + HtmlEscape(value) + "\"";
+    auto it = errors.find(name);
+    if (it != errors.end()) out += " aria-invalid=\"true\" aria-describedby=\"" + name + "-error\"";
+    out += ">";
+    if (it != errors.end()) {
+      out += "<span class=\"field-error\" id=\"" + name + "-error\" role=\"alert\">" + HtmlEscape(it->second) + "</span>";
+    }
+    return out + "\n";
+  }
+
+  // ---- setup
+
+  Response SetupForm(int status, const std::string& token, const std::string& name,
+                     const std::map<std::string, std::string>& errors, const std::string& set_cookie,
+                     const std::string& general = {}) {
+    std::string body = "<h1>First start: create the administrator</h1>\n"
+                       "<p>Enter the one-time setup token the agent printed in its log, and choose the "
+                       "administrator's name and password (at least 12 characters).</p>\n";
+    if (!general.empty()) body += "<p class=\"error\" role=\"alert\">" + HtmlEscape(general) + "</p>\n";
+    body += "<form method=\"post\" action=\"/setup\">" + Hidden(token) + "\n" +
+            Field("setup_token", "Setup token", "text", "", errors, "off") +
+            Field("name", "Administrator name", "text", name, errors, "username") +
+            Field("password", "Password", "password", "", errors, "new-password") +
+            Field("password2", "Password again", "password", "", errors, "new-password") +
+            "<p><button type=\"submit\">Create the administrator</button></p></form>\n";
+    Response r = Page(status, "Setup", body);
+    if (!set_cookie.empty()) r.SetHeader("Set-Cookie", set_cookie);
+    return r;
+  }
+
+  Response GetSetup(const Request& req, web::Authenticator& auth) {
+    if (!auth.SetupPending()) return Redirect("/login");
+    std::string set_cookie;
+    const std::string token = FormToken(req, &set_cookie);
+    return SetupForm(200, token, "", {}, set_cookie);
+  }
+
+  Response PostSetup(const Request& req, web::Authenticator& auth) {
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return ErrorPage(400, form.error().message());
+    if (auto why = CheckFormToken(req, *form)) return ErrorPage(403, *why);
+    if (!auth.SetupPending()) return ErrorPage(409, "setup is already done");
+    std::map<std::string, std::string> errors;
+    auto token = form->Single("setup_token");
+    auto name = form->Single("name");
+    auto password = form->Single("password");
+    auto password2 = form->Single("password2");
+    const std::string name_text = name.ok() ? *name : "";
+    if (!token.ok() || token->empty()) errors["setup_token"] = "enter the setup token from the agent's log";
+    if (!name.ok() || name->empty()) errors["name"] = "enter a name";
+    if (!password.ok() || password->empty()) errors["password"] = "enter a password";
+    if (!password2.ok() || (password.ok() && *password != *password2)) errors["password2"] = "the passwords differ";
+    const std::string csrf = *form->Single(web::kCsrfField);
+    if (!errors.empty()) return SetupForm(400, csrf, name_text, errors, "");
+    auto made = auth.Setup(*token, *name, *password);
+    if (!made.ok()) {
+      const web::Refusal& r = made.refusal();
+      if (r.status == 409) return ErrorPage(409, r.reason);
+      if (r.status == 400) {
+        errors[r.reason.find("password") != std::string::npos ? "password" : "name"] = r.reason;
+      } else if (r.status == 401) {
+        errors["setup_token"] = r.reason;
+      } else {
+        return SetupForm(r.status, csrf, name_text, errors, "", r.reason);
+      }
+      return SetupForm(r.status, csrf, name_text, errors, "");
+    }
+    if (log) log("web: the administrator '" + made->name + "' was created; setup is done");
+    return Redirect("/login?setup=done");
+  }
+
+  // ---- login, logout
+
+  Response LoginForm(int status, const std::string& token, const std::string& name,
+                     const std::map<std::string, std::string>& errors, const std::string& set_cookie,
+                     const std::string& note = {}) {
+    std::string body = "<h1>Sign in to the appliance</h1>\n";
+    if (!note.empty()) body += "<p class=\"ok\">" + HtmlEscape(note) + "</p>\n";
+    body += "<form method=\"post\" action=\"/login\">" + Hidden(token) + "\n" +
+            Field("name", "Account name", "text", name, errors, "username") +
+            Field("password", "Password", "password", "", errors, "current-password") +
+            "<p><button type=\"submit\">Sign in</button></p></form>\n";
+    Response r = Page(status, "Sign in", body);
+    if (!set_cookie.empty()) r.SetHeader("Set-Cookie", set_cookie);
+    return r;
+  }
+
+  Response GetLogin(const Request& req, web::Authenticator& auth) {
+    if (auth.SetupPending()) return Redirect("/setup");
+    std::string set_cookie;
+    const std::string token = FormToken(req, &set_cookie);
+    const bool after_setup = req.QueryParam("setup").value_or("") == "done";
+    return LoginForm(200, token, "", {}, set_cookie, after_setup ? "The administrator was created: sign in." : "");
+  }
+
+  Response PostLogin(const Request& req, web::Authenticator& auth) {
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return ErrorPage(400, form.error().message());
+    if (auto why = CheckFormToken(req, *form)) return ErrorPage(403, *why);
+    std::map<std::string, std::string> errors;
+    auto name = form->Single("name");
+    auto password = form->Single("password");
+    const std::string csrf = *form->Single(web::kCsrfField);
+    const std::string name_text = name.ok() ? *name : "";
+    if (!name.ok() || name->empty()) errors["name"] = "enter your account name";
+    if (!password.ok() || password->empty()) errors["password"] = "enter your password";
+    if (!errors.empty()) return LoginForm(400, csrf, name_text, errors, "");
+    auto in = auth.Login(*name, *password, web::ClientAddress(req.remote()));
+    if (!in.ok()) {
+      const web::Refusal& r = in.refusal();
+      errors["password"] = r.reason;
+      Response resp = LoginForm(r.status, csrf, name_text, errors, "");
+      if (r.status == 429) resp.SetHeader("Retry-After", std::to_string(r.retry_after.count()));
+      return resp;
+    }
+    Response resp = Redirect("/");
+    resp.SetHeader("Set-Cookie", in->set_cookie);
+    return resp;
+  }
+
+  Response PostLogout(const Request& req, web::Authenticator& auth) {
+    auto who = auth.Authenticate(req);
+    if (!who.ok()) return Redirect("/login");
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return ErrorPage(400, form.error().message());
+    if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return FromRefusal(*refused);
+    Response r = Redirect("/login");
+    r.SetHeader("Set-Cookie", auth.Logout(req));
+    return r;
+  }
+
+  // ---- the updates page
+
+  std::string RenderUpdates(const web::Principal& who, const Json& s, web::Authenticator& auth,
+                            const std::string& note) {
+    std::string b = "<header><h1>Appliance updates</h1><div>Signed in as <strong>" + HtmlEscape(who.account.name) +
+                    "</strong> (" + HtmlEscape(std::string(web::RoleName(who.account.role))) +
+                    ") <form class=\"inline\" method=\"post\" action=\"/logout\">" +
+                    Hidden(auth.CsrfToken(who, "/logout")) +
+                    "<button type=\"submit\">Sign out</button></form></div></header>\n";
+    if (!note.empty()) b += "<p class=\"ok\" role=\"status\">" + HtmlEscape(note) + "</p>\n";
+
+    b += "<section id=\"status\"><h2>Status</h2>\n<table>";
+    b += "<tr><th>Agent version</th><td id=\"agent-version\">" + HtmlEscape(Str(s, "agent_version")) + "</td></tr>";
+    std::string sync = "unknown";
+    if (s.is_object() && s.contains("time_synchronised") && s["time_synchronised"].is_boolean()) {
+      sync = s["time_synchronised"].get<bool>() ? "synchronised" : "NOT synchronised";
+    }
+    b += "<tr><th>System time</th><td id=\"system-time\">" + HtmlEscape(Str(s, "system_time")) + " (" +
+         HtmlEscape(sync) + ")</td></tr>";
+    const Json last = s.is_object() && s.contains("last_check") ? s["last_check"] : Json(nullptr);
+    std::string last_text = "never";
+    if (last.is_object()) {
+      const bool ok = last.contains("ok") && last["ok"].is_boolean() && last["ok"].get<bool>();
+      last_text = Str(last, "at") + (ok ? " ok" : " failed: " + Str(last, "error"));
+      if (ok && last.contains("steps")) last_text += ", " + Str(last, "steps") + " update(s) to install";
+    }
+    b += "<tr><th>Last check</th><td id=\"last-check\">" + HtmlEscape(last_text) + "</td></tr>";
+    const Json op = s.is_object() && s.contains("operation") ? s["operation"] : Json(nullptr);
+    if (op.is_object()) {
+      b += "<tr><th>In progress</th><td id=\"operation\">" +
+           HtmlEscape(Str(op, "name") + " " + Str(op, "version") + " (" + Str(op, "phase") + ")") + "</td></tr>";
+    }
+    b += "</table>\n<h3>Installed</h3>\n";
+    const Json& installed = Arr(s, "installed");
+    if (installed.empty()) {
+      b += "<p>Nothing is installed yet.</p>\n";
+    } else {
+      b += "<table id=\"installed\"><tr><th>Package</th><th>Kind</th><th>Version</th></tr>";
+      for (const auto& p : installed) {
+        b += "<tr><td>" + HtmlEscape(Str(p, "name")) + "</td><td>" + HtmlEscape(Str(p, "kind")) + "</td><td>" +
+             HtmlEscape(Str(p, "version")) + "</td></tr>";
+      }
+      b += "</table>\n";
+    }
+    // Shown to every role (disabled below admin): the server checks the role either way.
+    const bool admin = web::Permits(who.account.role, web::Role::kAdmin);
+    b += "<form method=\"post\" action=\"/check\">" + Hidden(auth.CsrfToken(who, "/check")) +
+         "<button type=\"submit\"" + std::string(admin ? "" : " disabled") + ">Check for updates</button>";
+    if (!admin) b += " <span>(your role may view this page; an administrator checks for updates)</span>";
+    b += "</form>\n";
+    b += "</section>\n";
+
+    b += "<section id=\"plan\"><h2>Available updates</h2>\n";
+    if (s.is_object() && s.contains("plan_error")) {
+      b += "<p class=\"error\">" + HtmlEscape(Str(s, "plan_error")) + "</p>\n";
+    }
+    const Json& plan = Arr(s, "plan");
+    if (plan.empty()) {
+      b += "<p>Up to date: nothing to install.</p>\n";
+    } else {
+      b += "<p>In install order; each step needs the ones before it.</p>\n<table><tr><th>#</th><th>Package</th>"
+           "<th>Kind</th><th>Version</th><th>State</th><th>Why</th></tr>";
+      int i = 0;
+      for (const auto& p : plan) {
+        const std::string state = Str(p, "state");
+        std::string cls;
+        for (char c : state) cls += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '-';
+        b += "<tr class=\"state-" + cls + "\"><td>" + std::to_string(++i) + "</td><td>" + HtmlEscape(Str(p, "name")) +
+             "</td><td>" + HtmlEscape(Str(p, "kind")) + "</td><td>" + HtmlEscape(Str(p, "version")) + "</td><td>" +
+             HtmlEscape(state) + "</td><td>" + HtmlEscape(Str(p, "reason")) + "</td></tr>";
+      }
+      b += "</table>\n";
+    }
+    b += "</section>\n";
+
+    b += "<section id=\"history\"><h2>History</h2>\n";
+    const Json& history = Arr(s, "history");
+    if (history.empty()) {
+      b += "<p>Nothing happened yet.</p>\n";
+    } else {
+      b += "<table><tr><th>When</th><th>What</th><th>Package</th><th>Details</th></tr>";
+      for (const auto& h : history) {
+        std::string what = Str(h, "name");
+        if (!Str(h, "version").empty()) what += " " + Str(h, "version");
+        std::string details;
+        if (!Str(h, "phase").empty()) details += Str(h, "phase") + " ";
+        if (!Str(h, "message").empty()) details += Str(h, "message");
+        if (!Str(h, "reason").empty()) details += Str(h, "reason");
+        if (!Str(h, "to").empty()) details += "to " + Str(h, "to");
+        if (h.is_object() && h.contains("steps")) details += Str(h, "steps") + " step(s) to install";
+        const std::string type = Str(h, "type");
+        std::string cell = HtmlEscape(details);
+        const std::string tail = Str(h, "log_tail");
+        if (!tail.empty()) cell += "<details><summary>log</summary><pre>" + HtmlEscape(tail) + "</pre></details>";
+        b += "<tr" + std::string(type == "failure" || type == "rollback" || type == "refused" ? " class=\"error\"" : "") +
+             "><td>" + HtmlEscape(Str(h, "at")) + "</td><td>" + HtmlEscape(type) + "</td><td>" + HtmlEscape(what) +
+             "</td><td>" + cell + "</td></tr>";
+      }
+      b += "</table>\n";
+    }
+    b += "</section>\n";
+    return b;
+  }
+
+  Response GetUpdates(const Request& req, web::Authenticator& auth) {
+    auto who = auth.Authenticate(req);
+    if (!who.ok()) return Redirect(auth.SetupPending() ? "/setup" : "/login");
+    auto status = source->Status();
+    if (!status.ok()) return ErrorPage(503, "cannot read the agent's state: " + status.error().message());
+    const std::string note = req.QueryParam("checked").value_or("") == "1"
+                                 ? "The agent was asked to check for updates; reload in a moment to see the result."
+                                 : "";
+    return Page(200, "Updates", RenderUpdates(who.value(), *status, auth, note));
+  }
+
+  Response PostCheck(const Request& req, web::Authenticator& auth) {
+    auto who = auth.Authenticate(req);
+    if (!who.ok()) return Redirect("/login");
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return ErrorPage(400, form.error().message());
+    if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return FromRefusal(*refused);
+    if (auto refused = auth.RequireRole(who.value(), web::Role::kAdmin)) return FromRefusal(*refused);
+    if (auto s = source->RequestCheck(); !s.ok()) return ErrorPage(503, s.error().message());
+    if (log) log("web: '" + who->account.name + "' asked for an update check");
+    return Redirect("/?checked=1");
+  }
+
+  Response GetStatusJson(const Request& req, web::Authenticator& auth) {
+    auto who = auth.Authenticate(req);
+    if (!who.ok()) return Secure(who.refusal().ToResponse());
+    auto status = source->Status();
+    if (!status.ok()) return Secure(Response::JsonError(503, "unavailable", status.error().message()));
+    return Secure(Response::Json(200, *status));
+  }
+
+  // Routes run on the worker pool (Argon2id, the store); before the Authenticator is published
+  // (between Start and the end of WebHost::Start) they answer 503.
+  Status Route(Method method, const std::string& path, Response (Impl::*fn)(const Request&, web::Authenticator&)) {
+    net::RouteOptions ro;
+    ro.use_worker_pool = true;
+    ro.max_body_bytes = 64 * 1024;
+    return server->Handle(
+        method, path,
+        [this, fn](const Request& req) {
+          web::Authenticator* a = published.load();
+          if (a == nullptr) return ErrorPage(503, "starting");
+          return (this->*fn)(req, *a);
+        },
+        ro);
+  }
+};
+
+WebHost::WebHost(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WebHost::~WebHost() {
+  if (impl_ && impl_->server) impl_->server->Stop(std::chrono::seconds(5));
+}
+std::uint16_t WebHost::port() const { return impl_->port; }
+const std::string& WebHost::origin() const { return impl_->origin; }
+
+Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options, web::AccountRepository& accounts,
+                                                  UpdatesSource& source, const Clock& clock, Random& random,
+                                                  std::function<void(const std::string&)> log) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->accounts = &accounts;
+  impl->source = &source;
+  impl->clock = &clock;
+  impl->random = &random;
+  impl->log = std::move(log);
+  UPK_TRY_ASSIGN(net::Endpoint endpoint, net::ParseEndpoint(options.listen));
+  endpoint.tls = true;
+  net::ServerOptions so;
+  so.endpoints = {endpoint};
+  net::TlsOptions tls;
+  tls.certificate_chain = options.certificate;
+  tls.private_key = options.private_key;
+  so.tls = tls;
+  so.io_threads = 1;
+  so.worker_threads = options.worker_threads == 0 ? 1 : options.worker_threads;
+  so.metrics = false;  // nothing about the appliance is served without a session
+  so.max_connections = 256;
+  so.default_max_body = 64 * 1024;
+  impl->server = std::make_unique<net::Server>(so);
+  Impl* p = impl.get();
+  UPK_TRY(p->Route(Method::kGet, "/", &Impl::GetUpdates));
+  UPK_TRY(p->Route(Method::kGet, "/setup", &Impl::GetSetup));
+  UPK_TRY(p->Route(Method::kPost, "/setup", &Impl::PostSetup));
+  UPK_TRY(p->Route(Method::kGet, "/login", &Impl::GetLogin));
+  UPK_TRY(p->Route(Method::kPost, "/login", &Impl::PostLogin));
+  UPK_TRY(p->Route(Method::kPost, "/logout", &Impl::PostLogout));
+  UPK_TRY(p->Route(Method::kPost, "/check", &Impl::PostCheck));
+  UPK_TRY(p->Route(Method::kGet, "/api/v1/status", &Impl::GetStatusJson));
+  UPK_TRY(p->server->Handle(Method::kGet, "/static/style.css", [](const Request&) {
+    Response r = Impl::Secure(Response::Text(200, kCss, "text/css; charset=utf-8"));
+    r.SetHeader("Cache-Control", "max-age=3600");
+    return r;
+  }));
+  if (auto s = p->server->Start(); !s.ok()) return s.error().Wrap("web: " + options.listen);
+  p->port = p->server->ports().at(0);
+  if (!options.origin.empty()) {
+    p->origin = options.origin;
+  } else {
+    std::string host = endpoint.address;
+    if (host == "0.0.0.0" || host == "::") {
+      char name[256] = {};
+      host = ::gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? std::string(name) : "localhost";
+    } else if (host.find(':') != std::string::npos) {
+      host = "[" + host + "]";
+    }
+    p->origin = "https://" + host + ":" + std::to_string(p->port);
+  }
+  web::AuthOptions ao;
+  ao.site_origin = p->origin;
+  if (options.fast_password_hashing) ao.password_cost = web::PasswordCost::MinForTests();
+  p->auth_owner = std::make_unique<web::Authenticator>(accounts, clock, random, ao);
+  auto token = p->auth_owner->IssueSetupToken();
+  if (!token.ok()) {
+    p->server->Stop(std::chrono::seconds(0));
+    return token.error().Wrap("web: accounts");
+  }
+  p->published.store(p->auth_owner.get());
+  if (*token && p->log) {
+    p->log("web: first start: open " + p->origin + "/setup with the one-time setup token " + **token +
+           " (valid 24 h)");
+  }
+  return std::unique_ptr<WebHost>(new WebHost(std::move(impl)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon service
+
+namespace {
+
+class WebService final : public DaemonService {
+ public:
+  std::unique_ptr<web::JsonFileAccountRepository> accounts;
+  std::unique_ptr<UpdatesSource> source;
+  std::unique_ptr<WebHost> host;
+  ~WebService() override { host.reset(); }  // stop serving before the source and accounts go
+  void AfterCycle(Agent&) override {}       // the page reads the state itself, per request
+};
+
+}  // namespace
+
+DaemonServiceFactory WebDaemonService() {
+  return [](const AgentConfig& config,
+            std::function<void(const std::string&)> log) -> Expected<std::unique_ptr<DaemonService>> {
+    if (!config.web) return std::unique_ptr<DaemonService>();
+    auto service = std::make_unique<WebService>();
+    auto accounts = web::JsonFileAccountRepository::Open(config.WebAccountsFile());
+    if (!accounts.ok()) return accounts.error().Wrap("web");
+    service->accounts = std::move(*accounts);
+    service->source = MakeRuntimeUpdatesSource(config);
+    WebHostOptions o;
+    o.listen = config.web->listen;
+    o.certificate = config.web->certificate;
+    o.private_key = config.web->private_key;
+    o.origin = config.web->origin;
+    auto host = WebHost::Start(o, *service->accounts, *service->source, SystemClock::Instance(),
+                               SystemRandom::Instance(), log);
+    if (!host.ok()) return host.error();
+    service->host = std::move(*host);
+    if (log) {
+      log("web: the updates page is at " + service->host->origin() +
+          "/ (forms are accepted from this origin only; web.origin in the configuration sets it)");
+    }
+    return std::unique_ptr<DaemonService>(std::move(service));
+  };
+}
+
+}  // namespace upkeep::agent
