@@ -157,6 +157,12 @@ constexpr const char* kCss =
     ".state-failed,.state-blocked{color:#a00}.state-next{color:#060;font-weight:bold}\n"
     "pre{background:#f4f4f4;padding:.5em;overflow:auto;max-height:20em}form.inline{display:inline}\n";
 
+// The site icon at /favicon.ico: browsers ask for it on every page (a 404 otherwise). Not linked
+// from the pages: a linked icon is a page resource, aborted (and reported) on quick navigations.
+constexpr const char* kIconSvg =
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" "
+    "fill=\"#060\"/><path d=\"M8 3 13 9H10v4H6V9H3z\" fill=\"#fff\"/></svg>\n";
+
 }  // namespace
 
 std::unique_ptr<UpdatesSource> MakeRuntimeUpdatesSource(const AgentConfig& config, std::size_t history) {
@@ -279,6 +285,11 @@ struct WebHost::Impl {
 
   // ---- setup
 
+  // A form shown again with its errors next to the fields is a page that worked: 200, so the
+  // browser logs no failed load (as the download portal does). A rate-limited login keeps its 429
+  // (Retry-After), and server errors their status.
+  static int FormStatus(int status) { return status == 429 || status >= 500 ? status : 200; }
+
   Response SetupForm(int status, const std::string& token, const std::string& name,
                      const std::map<std::string, std::string>& errors, const std::string& set_cookie,
                      const std::string& general = {}) {
@@ -292,7 +303,7 @@ struct WebHost::Impl {
             Field("password", "Password", "password", "", errors, "new-password") +
             Field("password2", "Password again", "password", "", errors, "new-password") +
             "<p><button type=\"submit\">Create the administrator</button></p></form>\n";
-    Response r = Page(status, "Setup", body);
+    Response r = Page(FormStatus(status), "Setup", body);
     if (!set_cookie.empty()) r.SetHeader("Set-Cookie", set_cookie);
     return r;
   }
@@ -349,7 +360,7 @@ struct WebHost::Impl {
             Field("name", "Account name", "text", name, errors, "username") +
             Field("password", "Password", "password", "", errors, "current-password") +
             "<p><button type=\"submit\">Sign in</button></p></form>\n";
-    Response r = Page(status, "Sign in", body);
+    Response r = Page(FormStatus(status), "Sign in", body);
     if (!set_cookie.empty()) r.SetHeader("Set-Cookie", set_cookie);
     return r;
   }
@@ -592,6 +603,11 @@ Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options,
   UPK_TRY(p->Route(Method::kGet, "/api/v1/status", &Impl::GetStatusJson));
   UPK_TRY(p->server->Handle(Method::kGet, "/static/style.css", [](const Request&) {
     Response r = Impl::Secure(Response::Text(200, kCss, "text/css; charset=utf-8"));
+    r.SetHeader("Cache-Control", "max-age=3600");
+    return r;
+  }));
+  UPK_TRY(p->server->Handle(Method::kGet, "/favicon.ico", [](const Request&) {
+    Response r = Impl::Secure(Response::Text(200, kIconSvg, "image/svg+xml"));
     r.SetHeader("Cache-Control", "max-age=3600");
     return r;
   }));
