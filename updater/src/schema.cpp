@@ -230,6 +230,20 @@ CREATE TABLE portal_downloads (
   PRIMARY KEY (appliance_id, name, version)
 );
 )sql"},
+      {4, "dashboard accounts (docs/dashboard.md)", R"sql(
+-- Web accounts of the support dashboard (upkeep::web::AccountRepository). Only Argon2id hashes
+-- are kept. `first` marks the account made by the first-start setup: the partial unique index
+-- lets at most one row carry it, so two racing setups cannot both create a first admin.
+CREATE TABLE dashboard_accounts (
+  name TEXT PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9._-]{0,63}$'),
+  role TEXT NOT NULL CHECK (role IN ('read-only', 'support', 'admin')),
+  password_hash TEXT NOT NULL CHECK (password_hash LIKE '$argon2id$%'),
+  created_at TIMESTAMPTZ NOT NULL,
+  disabled BOOLEAN NOT NULL DEFAULT FALSE,
+  first BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE UNIQUE INDEX dashboard_accounts_one_first ON dashboard_accounts (first) WHERE first;
+)sql"},
   };
   return kMigrations;
 }

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "context.hpp"
+#include "dashboard.hpp"
 
 namespace upkeep::updater {
 
@@ -102,6 +103,7 @@ Status Service::Register(net::Server& server) {
   UPK_TRY(RegisterFleetApi(impl_->ctx, server));
   UPK_TRY(RegisterAdminApi(impl_->ctx, server));
   UPK_TRY(RegisterPortal(impl_->ctx, server));
+  UPK_TRY(RegisterDashboard(impl_->ctx, server));  // dashboard.cpp; logs its setup token in a background job
   return OkStatus();
 }
 

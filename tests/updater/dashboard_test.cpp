@@ -1,0 +1,473 @@
+// The support dashboard (docs/dashboard.md) over real HTTP on loopback, with the real PostgreSQL
+// fixture: first-start setup with the logged one-time token (wrong token, second setup, racing
+// CreateFirst), sign-in and sign-out, wrong passwords and the rate limit, pages behind a session,
+// CSRF (missing, wrong, foreign origin), search by id and customer, the appliance page (installed
+// versions, the plan with an intermediate step and its reasons, history with an escaped hostile
+// log tail), and re-enable (support: done and audited as dashboard:NAME; read-only: 403).
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "../../updater/src/dashboard.hpp"
+#include "fleet_support.hpp"
+#include "upkeep/common/files.hpp"
+#include "upkeep/web/password.hpp"
+
+namespace upkeep::updater::test {
+namespace {
+
+const bool kFastHashes = [] {
+  SetDashboardPasswordCostForTests(web::PasswordCost::MinForTests());
+  return true;
+}();
+
+constexpr std::string_view kPassword = "correct horse battery";
+
+std::string FormEncode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  return out;
+}
+
+// A browser: keeps cookies, reads CSRF tokens out of forms, posts forms with an Origin header.
+struct Browser {
+  std::uint16_t port;
+  std::map<std::string, std::string> cookies;
+  std::string origin;
+  std::set<std::tuple<std::string, std::string, int>>* observed = nullptr;
+
+  // test::Call sends "Host: 127.0.0.1": a browser's Origin names the host it was sent to.
+  explicit Browser(std::uint16_t p) : port(p), origin("http://127.0.0.1") {}
+
+  HttpReply Send(std::string_view method, const std::string& target, std::vector<std::pair<std::string, std::string>> headers,
+                 std::string_view body = {}) {
+    std::string jar;
+    for (const auto& [k, v] : cookies) jar += (jar.empty() ? "" : "; ") + k + "=" + v;
+    if (!jar.empty()) headers.emplace_back("Cookie", jar);
+    HttpReply r = Call(port, method, target, headers, body);
+    static const std::regex set_cookie("\r\nSet-Cookie: ([^=;\r]+)=([^;\r]*)", std::regex::icase);
+    for (auto it = std::sregex_iterator(r.head.begin(), r.head.end(), set_cookie); it != std::sregex_iterator(); ++it) {
+      if ((*it)[2].str().empty()) {
+        cookies.erase((*it)[1].str());
+      } else {
+        cookies[(*it)[1].str()] = (*it)[2].str();
+      }
+    }
+    return r;
+  }
+  HttpReply Get(const std::string& target) { return Send("GET", target, {}); }
+  HttpReply Post(const std::string& target, const std::string& body, bool with_origin = true) {
+    std::vector<std::pair<std::string, std::string>> h = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    if (with_origin) h.emplace_back("Origin", origin);
+    return Send("POST", target, h, body);
+  }
+  // The CSRF token of the form posting to `action` on `page`.
+  static std::string Token(const std::string& page, const std::string& action) {
+    std::size_t at = page.find("action=\"" + action + "\"");
+    if (at == std::string::npos) return "";
+    const std::string marker = "name=\"csrf_token\" value=\"";
+    std::size_t t = page.find(marker, at);
+    if (t == std::string::npos) return "";
+    t += marker.size();
+    return page.substr(t, page.find('"', t) - t);
+  }
+  HttpReply Login(const std::string& name, std::string_view password) {
+    HttpReply page = Get("/dashboard/login");
+    return Post("/dashboard/login", "csrf_token=" + Token(page.body, "/dashboard/login") + "&name=" + FormEncode(name) +
+                                        "&password=" + FormEncode(password));
+  }
+};
+
+bool Has(const std::string& body, std::string_view s) { return body.find(s) != std::string::npos; }
+
+void AddAccount(ServiceFixture& f, const std::string& name, web::Role role) {
+  PgAccountRepository repo(f.pool());
+  web::PasswordHasher hasher(web::PasswordCost::MinForTests());
+  web::Account a;
+  a.name = name;
+  a.role = role;
+  a.password_hash = hasher.Hash(kPassword).value();
+  a.created = SystemClock::Instance().Now();
+  auto st = repo.Create(a);
+  ASSERT_TRUE(st.ok()) << st.error().message();
+}
+
+void ExpectSecureHtml(const HttpReply& r) {
+  EXPECT_TRUE(r.Header("Content-Type").value_or("").starts_with("text/html"));
+  const std::string csp = r.Header("Content-Security-Policy").value_or("");
+  EXPECT_TRUE(Has(csp, "default-src 'none'")) << csp;
+  EXPECT_TRUE(Has(csp, "frame-ancestors 'none'")) << csp;
+  EXPECT_EQ(r.Header("X-Frame-Options").value_or(""), "DENY");
+  EXPECT_EQ(r.Header("Cache-Control").value_or(""), "no-store");
+  EXPECT_FALSE(Has(r.body, "<script"));
+}
+
+// A service with a captured log, for the first-start token (ServiceFixture logs nowhere).
+struct SetupStack {
+  TempDir dir;
+  std::optional<db::testing::TestDatabase> db;
+  std::unique_ptr<db::Pool> pool;
+  FakeKeyserver keyserver;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  std::unique_ptr<Service> service;
+  std::unique_ptr<net::Server> server;
+  std::set<std::tuple<std::string, std::string, int>> observed;
+  std::uint16_t port = 0;
+
+  SetupStack() {
+    db.emplace(db::testing::TestDatabase::Create("dashboard").value());
+    db::PoolOptions po;
+    po.connect = db->options();
+    pool = db::Pool::Create(po).value();
+    EXPECT_TRUE(db::Migrate(*pool, "updater", Migrations()).ok());
+    ServiceConfig config;
+    config.repo_dir = dir.path() / "repo";
+    config.blob_dir = dir.path() / "blobs";
+    service = Service::Create(ServiceDeps{*pool, keyserver, SystemClock::Instance(), SystemRandom::Instance(),
+                                          [this](std::string_view l) {
+                                            std::lock_guard lock(mu);
+                                            lines.emplace_back(l);
+                                          }},
+                              config)
+                  .value();
+    net::ServerOptions options;
+    options.io_threads = 2;
+    options.access_log = [this](const net::AccessLogEntry& e) {
+      std::lock_guard lock(mu);
+      observed.emplace(std::string(e.method), std::string(e.route), e.status);
+    };
+    server = std::make_unique<net::Server>(options);
+    EXPECT_TRUE(service->Register(*server).ok());
+    EXPECT_TRUE(server->Start().ok());
+    port = server->ports().at(0);
+  }
+  ~SetupStack() {
+    server->Stop(std::chrono::seconds(2));
+    service->StopBackground();
+    server.reset();
+    service.reset();
+    pool.reset();
+  }
+  std::vector<std::string> TokenLines() {
+    std::lock_guard lock(mu);
+    std::vector<std::string> out;
+    for (const auto& l : lines) {
+      if (l.starts_with("dashboard: first start")) out.push_back(l);
+    }
+    return out;
+  }
+};
+
+int SqlCount(SetupStack& s) {
+  auto conn = s.pool->Acquire();
+  if (!conn.ok()) throw std::runtime_error(conn.error().message());
+  auto r = (*conn)->Exec("SELECT count(*) AS n FROM dashboard_accounts");
+  if (!r.ok()) throw std::runtime_error(r.error().message());
+  return static_cast<int>(r->Get<std::int64_t>(0, "n").value());
+}
+
+TEST(UpdaterDashboard, FirstStartSetupWithTheOneTimeToken) {
+  SetupStack s;
+  Browser b(s.port);
+  EXPECT_EQ(b.Get("/dashboard").status, 303) << "no session: to the login page";
+  // Before the background job ran, no token was issued: setup is refused.
+  ASSERT_TRUE(s.service->RunBackgroundOnce().ok());
+  ASSERT_TRUE(s.service->RunBackgroundOnce().ok());
+  auto lines = s.TokenLines();
+  ASSERT_EQ(lines.size(), 1u) << "logged once";
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(lines[0], m, std::regex("open https://[^ ]+:" + std::to_string(s.port) +
+                                                        "/dashboard/setup with the one-time setup token ([0-9a-f]{32}) "
+                                                        "\\(valid 24 h\\)$")))
+      << lines[0];
+  const std::string token = m[1].str();
+
+  HttpReply page = b.Get("/dashboard/setup");
+  ASSERT_EQ(page.status, 200);
+  ExpectSecureHtml(page);
+  auto post = [&](const std::string& tok, const std::string& name, const std::string& pw, const std::string& pw2) {
+    HttpReply form = b.Get("/dashboard/setup");
+    return b.Post("/dashboard/setup", "csrf_token=" + Browser::Token(form.body, "/dashboard/setup") +
+                                          "&token=" + tok + "&name=" + FormEncode(name) + "&password=" + FormEncode(pw) +
+                                          "&password2=" + FormEncode(pw2));
+  };
+  HttpReply wrong = post(std::string(32, '0'), "admin", std::string(kPassword), std::string(kPassword));
+  EXPECT_EQ(wrong.status, 200) << "a refused form is shown again";
+  EXPECT_TRUE(Has(wrong.body, "id=\"token-error\"")) << wrong.body;
+  HttpReply short_pw = post(token, "admin", "short", "short");
+  EXPECT_TRUE(Has(short_pw.body, "id=\"password-error\"")) << short_pw.body;
+  HttpReply differ = post(token, "admin", std::string(kPassword), "something else entirely");
+  EXPECT_TRUE(Has(differ.body, "id=\"password2-error\""));
+  HttpReply bad_name = post(token, "<Bad Name>", std::string(kPassword), std::string(kPassword));
+  EXPECT_TRUE(Has(bad_name.body, "id=\"name-error\""));
+  EXPECT_FALSE(Has(bad_name.body, "<Bad Name>"));
+  // Without the form cookie (a cross-site post): refused.
+  {
+    Browser stranger(s.port);
+    HttpReply r = stranger.Post("/dashboard/setup", "csrf_token=" + std::string(64, 'a') + "&token=" + token +
+                                                         "&name=admin&password=" + FormEncode(kPassword) + "&password2=" +
+                                                         FormEncode(kPassword));
+    EXPECT_EQ(r.status, 403);
+  }
+  EXPECT_EQ(SqlCount(s), 0);
+
+  HttpReply early = b.Get("/dashboard/setup");
+  const std::string early_token = Browser::Token(early.body, "/dashboard/setup");
+  const std::string early_cookie = b.cookies["__Host-upkeep_dashboard_form"];
+  HttpReply ok = post(token, "admin", std::string(kPassword), std::string(kPassword));
+  ASSERT_EQ(ok.status, 303) << ok.body;
+  EXPECT_EQ(ok.Header("Location").value_or(""), "/dashboard");
+  EXPECT_TRUE(b.cookies.count("__Host-upkeep_session"));
+  EXPECT_EQ(b.Get("/dashboard").status, 200);
+  EXPECT_EQ(SqlCount(s), 1);
+
+  // A second setup: the page has no form any more, and a form kept from before is refused too.
+  EXPECT_TRUE(Has(b.Get("/dashboard/setup").body, "already done"));
+  EXPECT_EQ(post(token, "admin2", std::string(kPassword), std::string(kPassword)).status, 403);
+  b.cookies["__Host-upkeep_dashboard_form"] = early_cookie;
+  HttpReply again = b.Post("/dashboard/setup", "csrf_token=" + early_token + "&token=" + token +
+                                                   "&name=admin2&password=" + FormEncode(kPassword) +
+                                                   "&password2=" + FormEncode(kPassword));
+  EXPECT_EQ(again.status, 200);
+  EXPECT_TRUE(Has(again.body, "already done")) << again.body;
+  EXPECT_EQ(SqlCount(s), 1);
+
+  // Every status seen here is declared in the API document.
+  auto text = ReadFileBounded(std::string(UPKEEP_SOURCE_DIR) + "/docs/openapi/updater.json", 4 << 20);
+  ASSERT_TRUE(text.ok());
+  Json doc = ParseJson(*text).value();
+  for (const auto& [method, route, status] : s.observed) {
+    std::string lower = method == "HEAD" ? "get" : (method == "POST" ? "post" : "get");
+    EXPECT_TRUE(doc["paths"].contains(route) && doc["paths"][route].contains(lower) &&
+                doc["paths"][route][lower]["responses"].contains(std::to_string(status)))
+        << method << " " << route << " " << status;
+  }
+}
+
+TEST(UpdaterDashboard, CreateFirstLetsExactlyOneOfTwoRacingSetupsWin) {
+  ServiceFixture f;
+  PgAccountRepository repo(f.pool());
+  web::PasswordHasher hasher(web::PasswordCost::MinForTests());
+  const std::string hash = hasher.Hash(kPassword).value();
+  for (int round = 0; round < 5; ++round) {
+    Sql(f, "DELETE FROM dashboard_accounts");
+    std::atomic<int> wins{0}, policy{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        web::Account a;
+        a.name = "admin" + std::to_string(i);
+        a.role = web::Role::kAdmin;
+        a.password_hash = hash;
+        a.created = SystemClock::Instance().Now();
+        auto st = repo.CreateFirst(a);
+        if (st.ok()) ++wins;
+        if (!st.ok() && st.error().code() == Errc::kPolicy) ++policy;
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(wins.load(), 1);
+    EXPECT_EQ(policy.load(), 3);
+    EXPECT_EQ(repo.Count().value(), 1u);
+  }
+  web::Account dup;
+  dup.name = repo.List().value().at(0).name;
+  dup.password_hash = hash;
+  EXPECT_EQ(repo.Create(dup).error().code(), Errc::kPolicy);
+  dup.name = "nobody";
+  EXPECT_EQ(repo.Update(dup).error().code(), Errc::kNotFound);
+  dup.password_hash = "plain";
+  EXPECT_EQ(repo.Create(dup).error().code(), Errc::kInvalidArgument);
+  auto found = repo.Find(repo.List().value().at(0).name).value();
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->role, web::Role::kAdmin);
+  EXPECT_FALSE(repo.Find("nobody").value().has_value());
+}
+
+TEST(UpdaterDashboard, LoginLogoutRateLimitAndSessions) {
+  ServiceFixture f;
+  AddAccount(f, "alice", web::Role::kReadOnly);
+  Browser b(f.port());
+  for (const char* page : {"/dashboard", "/dashboard/appliances/apl-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}) {
+    HttpReply r = b.Get(page);
+    EXPECT_EQ(r.status, 303) << page;
+    EXPECT_EQ(r.Header("Location").value_or(""), "/dashboard/login");
+  }
+  HttpReply login_page = b.Get("/dashboard/login");
+  ASSERT_EQ(login_page.status, 200);
+  ExpectSecureHtml(login_page);
+  HttpReply css = b.Get("/dashboard/style.css");
+  EXPECT_EQ(css.status, 200);
+
+  HttpReply wrong = b.Login("alice", "not the password at all");
+  EXPECT_EQ(wrong.status, 200);
+  EXPECT_TRUE(Has(wrong.body, "id=\"password-error\"")) << wrong.body;
+  EXPECT_TRUE(Has(wrong.body, "wrong account name or password"));
+  HttpReply empty = b.Login("", "");
+  EXPECT_TRUE(Has(empty.body, "id=\"name-error\""));
+  // Without the form cookie's twin: refused.
+  EXPECT_EQ(b.Post("/dashboard/login", "name=alice&password=" + FormEncode(kPassword)).status, 403);
+
+  HttpReply ok = b.Login("alice", kPassword);
+  ASSERT_EQ(ok.status, 303) << ok.body;
+  HttpReply home = b.Get("/dashboard");
+  ASSERT_EQ(home.status, 200);
+  ExpectSecureHtml(home);
+  EXPECT_TRUE(Has(home.body, "signed in as alice (read-only)"));
+  EXPECT_EQ(b.Get("/dashboard/login").status, 303) << "already signed in";
+
+  // Logout: CSRF missing or wrong, and a foreign origin, are refused; then it works.
+  const std::string token = Browser::Token(home.body, "/dashboard/logout");
+  ASSERT_EQ(token.size(), 64u);
+  EXPECT_EQ(b.Post("/dashboard/logout", "").status, 403);
+  EXPECT_EQ(b.Post("/dashboard/logout", "csrf_token=" + std::string(64, '0')).status, 403);
+  {
+    Browser evil = b;
+    evil.origin = "https://evil.example";
+    EXPECT_EQ(evil.Post("/dashboard/logout", "csrf_token=" + token).status, 403);
+  }
+  EXPECT_EQ(b.Get("/dashboard").status, 200) << "still signed in";
+  HttpReply out = b.Post("/dashboard/logout", "csrf_token=" + token);
+  EXPECT_EQ(out.status, 303);
+  EXPECT_EQ(out.Header("Location").value_or(""), "/dashboard/login");
+  EXPECT_FALSE(b.cookies.count("__Host-upkeep_session"));
+  EXPECT_EQ(b.Get("/dashboard").status, 303);
+
+  // Rate limit: after the free failures, even the right password waits.
+  Browser c(f.port());
+  for (int i = 0; i < 5; ++i) (void)c.Login("alice", "wrong password number " + std::to_string(i));
+  HttpReply limited = c.Login("alice", kPassword);
+  EXPECT_EQ(limited.status, 200);
+  EXPECT_TRUE(Has(limited.body, "too many failed logins")) << limited.body;
+  EXPECT_TRUE(limited.Header("Retry-After").has_value());
+}
+
+struct Fleet {
+  trust::ApplianceIdentity a = trust::ApplianceIdentity::Generate();
+  explicit Fleet(ServiceFixture& f) {
+    InsertRelease(f, {.name = "software", .version = "5.2.0"});
+    InsertRelease(f, {.name = "software", .version = "5.3.0", .upgrades_from = "5.2.0"});
+    Refresh(f);
+    f.keyserver().AddAppliance(a, "Hostile <b>Customer</b> & Co");
+    Reply r = Checkin(f, a, {{"software", "5.1.0"}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    Json failure = Event("failure", "software", "5.2.0");
+    failure["log_tail"] = "step 3 failed\n<script>alert('x')</script>";
+    Reply ev = PostEvents(f, a, Json::array({Event("download", "software", "5.2.0"), failure}));
+    EXPECT_EQ(ev.status, 200) << ev.body;
+    Refresh(f);
+    Sql(f, "INSERT INTO portal_downloads (appliance_id, name, version, bundle_id, downloaded_at) VALUES ('" +
+               a.appliance_id() + "', 'software', '5.2.0', '" + std::string(32, 'b') + "', now())");
+  }
+};
+
+TEST(UpdaterDashboard, SearchAndTheAppliancePage) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  AddAccount(f, "rita", web::Role::kReadOnly);
+  Browser b(f.port());
+  ASSERT_EQ(b.Login("rita", kPassword).status, 303);
+  const std::string id = fleet.a.appliance_id();
+
+  HttpReply by_id = b.Get("/dashboard?q=" + id);
+  ASSERT_EQ(by_id.status, 200);
+  EXPECT_TRUE(Has(by_id.body, "href=\"/dashboard/appliances/" + id + "\"")) << by_id.body;
+  HttpReply by_customer = b.Get("/dashboard?q=hostile");
+  EXPECT_TRUE(Has(by_customer.body, id));
+  EXPECT_TRUE(Has(by_customer.body, "Hostile &lt;b&gt;Customer&lt;/b&gt; &amp; Co"));
+  EXPECT_FALSE(Has(by_customer.body, "<b>Customer"));
+  HttpReply none = b.Get("/dashboard?q=nobody-at-all");
+  EXPECT_TRUE(Has(none.body, "No appliance matches"));
+  EXPECT_FALSE(Has(none.body, id));
+  EXPECT_TRUE(Has(b.Get("/dashboard?q=" + std::string(300, 'x')).body, "id=\"q-error\""));
+
+  HttpReply page = b.Get("/dashboard/appliances/" + id);
+  ASSERT_EQ(page.status, 200);
+  ExpectSecureHtml(page);
+  EXPECT_TRUE(Has(page.body, "<td>software</td><td>5.1.0</td>")) << page.body;
+  EXPECT_TRUE(Has(page.body, "Agent version</th><td>1.0.0"));
+  // The plan: 5.2.0 first (5.3.0 upgrades only from it), then 5.3.0, each with its reason.
+  std::size_t p1 = page.body.find("<td>1</td><td>software</td><td>5.2.0</td>");
+  std::size_t p2 = page.body.find("<td>2</td><td>software</td><td>5.3.0</td>");
+  EXPECT_NE(p1, std::string::npos) << page.body;
+  EXPECT_NE(p2, std::string::npos);
+  EXPECT_LT(p1, p2);
+  EXPECT_TRUE(Has(page.body, "id=\"assignment\">Issued"));
+  // History with the failure and its escaped log tail.
+  EXPECT_TRUE(Has(page.body, "class=\"failure\""));
+  EXPECT_TRUE(Has(page.body, "step 3 failed\n&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+  EXPECT_FALSE(Has(page.body, "<script>"));
+  // Read-only sees the withheld download but no button.
+  EXPECT_TRUE(Has(page.body, "support role needed"));
+  EXPECT_FALSE(Has(page.body, "/reenable\""));
+
+  EXPECT_EQ(b.Get("/dashboard/appliances/apl-" + std::string(32, 'a')).status, 404);
+  EXPECT_EQ(b.Get("/dashboard/appliances/nonsense").status, 404);
+}
+
+TEST(UpdaterDashboard, ReenableBySupportIsAuditedAndRefusedToReadOnly) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  AddAccount(f, "sam", web::Role::kSupport);
+  AddAccount(f, "rita", web::Role::kReadOnly);
+  const std::string id = fleet.a.appliance_id();
+  const std::string action = "/dashboard/appliances/" + id + "/reenable";
+  const std::string fields = "&name=software&version=5.2.0";
+
+  Browser reader(f.port());
+  ASSERT_EQ(reader.Login("rita", kPassword).status, 303);
+  HttpReply rpage = reader.Get("/dashboard/appliances/" + id);
+  // A read-only account has no button; a forged post with its own valid token is still 403.
+  const std::string home = reader.Get("/dashboard").body;
+  (void)home;
+  Browser sup(f.port());
+  ASSERT_EQ(sup.Login("sam", kPassword).status, 303);
+  HttpReply page = sup.Get("/dashboard/appliances/" + id);
+  const std::string token = Browser::Token(page.body, action);
+  ASSERT_EQ(token.size(), 64u) << page.body;
+
+  // CSRF: missing, wrong, another session's token.
+  EXPECT_EQ(sup.Post(action, "x=1" + fields).status, 403);
+  EXPECT_EQ(sup.Post(action, "csrf_token=" + std::string(64, 'f') + fields).status, 403);
+  HttpReply forbidden = reader.Post(action, "csrf_token=" + token + fields);
+  EXPECT_EQ(forbidden.status, 403);
+  EXPECT_TRUE(Has(forbidden.body, "needs role &#39;support&#39;")) << forbidden.body;
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_downloads"), "1");
+
+  HttpReply done = sup.Post(action, "csrf_token=" + token + fields);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_TRUE(Has(done.body, "Re-enabled the download of software 5.2.0")) << done.body;
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_downloads"), "0");
+  EXPECT_EQ(SqlValue(f, "SELECT actor || ' ' || action || ' ' || target || ' ' || (detail->>'version') FROM audit "
+                        "WHERE action = 'portal.reenable'"),
+            "dashboard:sam portal.reenable " + id + " 5.2.0");
+  HttpReply twice = sup.Post(action, "csrf_token=" + token + fields);
+  EXPECT_EQ(twice.status, 200);
+  EXPECT_TRUE(Has(twice.body, "was not withheld")) << twice.body;
+
+  // Read-only with its own valid token for the action: 403, nothing changes.
+  Sql(f, "INSERT INTO portal_downloads (appliance_id, name, version, bundle_id, downloaded_at) VALUES ('" + id +
+             "', 'software', '5.2.0', '" + std::string(32, 'c') + "', now())");
+  (void)rpage;
+  // The reader's page has no form for the action; its token for that path is what a forged form would need.
+  HttpReply reader_home = reader.Get("/dashboard");
+  const std::string logout_token = Browser::Token(reader_home.body, "/dashboard/logout");
+  EXPECT_EQ(reader.Post(action, "csrf_token=" + logout_token + fields).status, 403) << "token bound to another path";
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_downloads"), "1");
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM audit WHERE action = 'portal.reenable'"), "1");
+}
+
+}  // namespace
+}  // namespace upkeep::updater::test

@@ -1,0 +1,697 @@
+// The support dashboard pages (dashboard.hpp, docs/dashboard.md). Every page is rendered here with
+// every value escaped; the CSP allows no script and only our own stylesheet; forms that change
+// state carry the session's CSRF token (setup and login, which have no session yet, a
+// double-submit cookie), and every POST checks Origin/Referer against the request's own Host.
+#include "dashboard.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "fleet_state.hpp"
+#include "portal_shared.hpp"
+#include "upkeep/common/bytes.hpp"
+#include "upkeep/trust/identity.hpp"
+#include "upkeep/web/authenticator.hpp"
+
+namespace upkeep::updater {
+
+using net::Method;
+using net::Request;
+using net::Response;
+
+namespace {
+
+std::mutex g_cost_mu;
+std::optional<web::PasswordCost> g_cost;  // tests only
+
+constexpr std::size_t kFormBytes = 16 * 1024;
+constexpr std::size_t kMaxResults = 100;
+constexpr std::size_t kMaxQueryBytes = 200;
+constexpr int kEvents = 50;
+constexpr std::string_view kPreCookie = "__Host-upkeep_dashboard_form";
+
+std::string Esc(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
+}
+
+std::string ErrorP(const std::string& id, const std::string& message) {
+  if (message.empty()) return "";
+  return "<p class=\"error\" id=\"" + id + "-error\" role=\"alert\">" + Esc(message) + "</p>";
+}
+
+std::string Offset(std::optional<std::int64_t> seconds) {
+  if (!seconds) return "unknown";
+  std::int64_t a = *seconds < 0 ? -*seconds : *seconds;
+  if (a == 0) return "0 s (in step with this server)";
+  return std::to_string(a) + " s " + (*seconds < 0 ? "behind" : "ahead of") + " this server";
+}
+
+constexpr std::string_view kCss =
+    "body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #999;padding:.3em .6em;text-align:left;"
+    "vertical-align:top}.error{color:#a00;font-weight:bold}.ok{color:#060}pre{white-space:pre-wrap;max-height:20em;"
+    "overflow:auto;background:#f4f4f4;padding:.4em}nav form{display:inline}label{display:block;margin-top:.5em}"
+    ".failure{background:#fdd}";
+
+struct Dashboard {
+  std::shared_ptr<Context> ctx;
+  FleetState* fleet;
+  PgAccountRepository accounts;
+  web::PasswordCost cost;
+  std::once_flag auth_once;
+  std::unique_ptr<web::Authenticator> auth_ptr;
+  std::mutex server_mu;
+  net::Server* server = nullptr;  // for the port of the setup announcement; cleared at stop
+  std::atomic<bool> announced{false};
+
+  Dashboard(std::shared_ptr<Context> c, FleetState* f, web::PasswordCost k)
+      : ctx(std::move(c)), fleet(f), accounts(ctx->pool), cost(k) {}
+
+  // Built on first use: its hasher spends one Argon2id hash at construction.
+  web::Authenticator& auth() {
+    std::call_once(auth_once, [&] {
+      web::AuthOptions o;
+      o.password_cost = cost;
+      auth_ptr = std::make_unique<web::Authenticator>(accounts, ctx->clock, ctx->random, o);
+    });
+    return *auth_ptr;
+  }
+
+  // ---- the background announcement of the setup token ----
+
+  Status Announce() {
+    if (announced.load()) return OkStatus();
+    std::uint16_t port = 0;
+    {
+      std::lock_guard lock(server_mu);
+      if (!server) return OkStatus();
+      auto ports = server->ports();
+      if (ports.empty()) return OkStatus();  // not started yet: next run
+      port = ports[0];
+    }
+    UPK_TRY_ASSIGN(std::size_t n, accounts.Count());
+    if (n > 0) {
+      announced = true;
+      return OkStatus();
+    }
+    UPK_TRY_ASSIGN(auto token, auth().IssueSetupToken());  // an error: tried again at the next run
+    announced = true;
+    if (!token) return OkStatus();
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "localhost");
+    ctx->Log("dashboard: first start: open https://" + std::string(host) + ":" + std::to_string(port) +
+             "/dashboard/setup with the one-time setup token " + *token + " (valid 24 h)");
+    return OkStatus();
+  }
+
+  // ---- page helpers ----
+
+  static Response Page(int status, const std::string& title, const std::string& content,
+                       const std::string& nav = "") {
+    std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + Esc(title) +
+                       " - Upkeep support dashboard</title><link rel=\"stylesheet\" href=\"/dashboard/style.css\">"
+                       "</head><body><header><h1>Upkeep support dashboard</h1>" +
+                       nav + "</header><main>\n<h2>" + Esc(title) + "</h2>\n" + content + "</main></body></html>\n";
+    Response r = Response::Text(status, std::move(html), "text/html; charset=utf-8");
+    Secure(r);
+    return r;
+  }
+
+  static void Secure(Response& r) {
+    r.SetHeader("Content-Security-Policy",
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                "base-uri 'none'");
+    r.SetHeader("X-Frame-Options", "DENY");
+    r.SetHeader("X-Content-Type-Options", "nosniff");
+    r.SetHeader("Referrer-Policy", "same-origin");
+    r.SetHeader("Cache-Control", "no-store");
+  }
+
+  static Response Redirect(const std::string& location, const std::string& cookie = "") {
+    Response r(303);
+    r.SetHeader("Location", location);
+    if (!cookie.empty()) r.SetHeader("Set-Cookie", cookie);
+    Secure(r);
+    return r;
+  }
+
+  static Response Refused(int status, const std::string& reason) {
+    return Page(status, status == 403 ? "Forbidden" : "Refused",
+                "<p class=\"error\" role=\"alert\">" + Esc(reason) + "</p><p><a href=\"/dashboard\">Back</a></p>");
+  }
+
+  std::string Nav(const web::Principal& p) const {
+    return "<nav><a href=\"/dashboard\">Find an appliance</a> | signed in as " + Esc(p.account.name) + " (" +
+           Esc(web::RoleName(p.account.role)) + ") <form method=\"post\" action=\"/dashboard/logout\">" +
+           Csrf(p, "/dashboard/logout") + "<button type=\"submit\">Sign out</button></form></nav>";
+  }
+
+  std::string Csrf(const web::Principal& p, std::string_view action) const {
+    return "<input type=\"hidden\" name=\"" + std::string(web::kCsrfField) + "\" value=\"" +
+           Esc(web::MakeCsrfToken(p.session.csrf_secret, action)) + "\">";
+  }
+
+  // Origin/Referer must name the host the request was sent to (either scheme: one port serves
+  // one protocol), so a form posted from another site is refused.
+  static std::optional<std::string> OriginProblem(const Request& req) {
+    auto host = req.Header("Host");
+    if (!host || host->empty()) return "request without a Host header";
+    const std::string h(*host);
+    auto https = web::CheckOrigin(req, "https://" + h);
+    if (https.ok()) return std::nullopt;
+    if (web::CheckOrigin(req, "http://" + h).ok()) return std::nullopt;
+    return https.error().message();
+  }
+
+  // The session, or where to send the browser.
+  std::variant<web::Principal, Response> Session(const Request& req) {
+    auto p = auth().Authenticate(req);
+    if (!p.ok()) return Redirect("/dashboard/login");
+    return std::move(p.value());
+  }
+
+  // A state-changing form of a signed-in user: Origin, form, CSRF token for the request path.
+  std::variant<web::Form, Response> CheckedForm(const Request& req, const web::Principal& p) {
+    if (auto problem = OriginProblem(req)) return Refused(403, *problem);
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return Refused(400, "the form could not be read: " + form.error().message());
+    auto token = form->Single(web::kCsrfField);
+    if (!token.ok()) return Refused(403, "form without a valid CSRF token");
+    if (!web::CsrfTokenValid(p.session.csrf_secret, req.path(), *token)) {
+      return Refused(403, "invalid CSRF token for " + std::string(req.path()));
+    }
+    return std::move(form).value();
+  }
+
+  // Setup and login have no session yet: a random value in a cookie and in the form must match.
+  // A value already in the browser's cookie is kept, so two open tabs both work.
+  std::pair<std::string, std::string> PreForm(const Request& req) const {
+    auto existing = web::FindCookie(req.Header("Cookie").value_or(""), kPreCookie);
+    std::string value;
+    if (existing.ok() && *existing && (*existing)->size() == 64 &&
+        (*existing)->find_first_not_of("0123456789abcdef") == std::string::npos) {
+      value = **existing;
+    } else {
+      value = ToHex(ctx->random.Generate(32));
+    }
+    std::string cookie = std::string(kPreCookie) + "=" + value + "; Path=/; Secure; HttpOnly; SameSite=Strict";
+    return {"<input type=\"hidden\" name=\"" + std::string(web::kCsrfField) + "\" value=\"" + value + "\">", cookie};
+  }
+
+  static std::optional<std::string> PreFormProblem(const Request& req, const web::Form& form) {
+    if (auto problem = OriginProblem(req)) return problem;
+    auto token = form.Single(web::kCsrfField);
+    if (!token.ok()) return "form without a CSRF token";
+    auto cookie = web::FindCookie(req.Header("Cookie").value_or(""), kPreCookie);
+    if (!cookie.ok() || !*cookie || (*cookie)->size() != 64 || token->size() != 64) return "invalid CSRF token";
+    unsigned diff = 0;
+    for (std::size_t i = 0; i < 64; ++i) diff |= static_cast<unsigned char>((**cookie)[i] ^ (*token)[i]);
+    if (diff != 0) return "invalid CSRF token";
+    return std::nullopt;
+  }
+
+  // ---- setup ----
+
+  Response SetupPage(const Request& req, const std::map<std::string, std::string>& errors, const std::string& name) {
+    auto count = accounts.Count();
+    if (!auth().SetupPending() && (!count.ok() || *count > 0)) {
+      return Page(200, "Setup", "<p>Setup is already done. <a href=\"/dashboard/login\">Sign in</a>.</p>");
+    }
+    auto [hidden, cookie] = PreForm(req);
+    auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : ""; };
+    std::string c =
+        "<p>Create the first administrator with the one-time setup token the updater printed at its first "
+        "start.</p>" + err("form") +
+        "<form method=\"post\" action=\"/dashboard/setup\" novalidate>" + hidden +
+        "<label for=\"token\">Setup token</label><input id=\"token\" name=\"token\" autocomplete=\"off\" required>" +
+        err("token") +
+        "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + Esc(name) +
+        "\" autocomplete=\"username\" required>" + err("name") +
+        "<label for=\"password\">Password (at least 12 bytes)</label><input id=\"password\" name=\"password\" "
+        "type=\"password\" autocomplete=\"new-password\" required>" + err("password") +
+        "<label for=\"password2\">Password again</label><input id=\"password2\" name=\"password2\" type=\"password\" "
+        "autocomplete=\"new-password\" required>" + err("password2") +
+        "<p><button type=\"submit\">Create the administrator</button></p></form>";
+    Response r = Page(200, "Setup", c);
+    r.SetHeader("Set-Cookie", cookie);
+    return r;
+  }
+
+  Response SetupGet(const Request& req) { return SetupPage(req, {}, ""); }
+
+  Response SetupPost(const Request& req) {
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return SetupPage(req, {{"form", "the form could not be read: " + form.error().message()}}, "");
+    if (auto problem = PreFormProblem(req, *form)) return Refused(403, *problem);
+    auto field = [&](const char* f) {
+      auto v = form->Single(f);  // absent or repeated: empty, refused below
+      return v.ok() ? *v : std::string();
+    };
+    const std::string token = field("token"), name = field("name"), password = field("password"),
+                      password2 = field("password2");
+    std::map<std::string, std::string> errors;
+    if (token.empty()) errors["token"] = "enter the setup token";
+    if (name.empty()) errors["name"] = "enter an account name";
+    if (password.empty()) errors["password"] = "enter a password";
+    if (password != password2) errors["password2"] = "the two passwords differ";
+    if (!errors.empty()) return SetupPage(req, errors, name);
+    auto made = auth().Setup(token, name, password);
+    if (!made.ok()) {
+      const auto& ref = made.refusal();
+      std::string f = "form";
+      if (ref.status == 401) f = "token";
+      if (ref.status == 400) f = ref.reason.starts_with("password") ? "password" : "name";
+      if (ref.status == 409) return Page(200, "Setup", "<p class=\"error\" role=\"alert\">" + Esc(ref.reason) +
+                                                           "</p><p><a href=\"/dashboard/login\">Sign in</a></p>");
+      return SetupPage(req, {{f, ref.reason}}, name);
+    }
+    ctx->Log("dashboard: first administrator '" + made->name + "' created");
+    auto login = auth().Login(name, password, web::ClientAddress(req.remote()));
+    if (!login.ok()) return Redirect("/dashboard/login");
+    return Redirect("/dashboard", login->set_cookie);
+  }
+
+  // ---- login, logout ----
+
+  Response LoginPage(const Request& req, const std::map<std::string, std::string>& errors, const std::string& name) {
+    auto [hidden, cookie] = PreForm(req);
+    auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : ""; };
+    std::string c = err("form") + "<form method=\"post\" action=\"/dashboard/login\" novalidate>" + hidden +
+                    "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + Esc(name) +
+                    "\" autocomplete=\"username\" required>" + err("name") +
+                    "<label for=\"password\">Password</label><input id=\"password\" name=\"password\" "
+                    "type=\"password\" autocomplete=\"current-password\" required>" + err("password") +
+                    "<p><button type=\"submit\">Sign in</button></p></form>";
+    if (auth().SetupPending()) c += "<p>No account exists yet: <a href=\"/dashboard/setup\">set up</a>.</p>";
+    Response r = Page(200, "Sign in", c);
+    r.SetHeader("Set-Cookie", cookie);
+    return r;
+  }
+
+  Response LoginGet(const Request& req) {
+    if (auth().Authenticate(req).ok()) return Redirect("/dashboard");
+    return LoginPage(req, {}, "");
+  }
+
+  Response LoginPost(const Request& req) {
+    auto form = web::Form::FromRequest(req);
+    if (!form.ok()) return LoginPage(req, {{"form", "the form could not be read: " + form.error().message()}}, "");
+    if (auto problem = PreFormProblem(req, *form)) return Refused(403, *problem);
+    auto field = [&](const char* f) {
+      auto v = form->Single(f);  // absent or repeated: empty, refused below
+      return v.ok() ? *v : std::string();
+    };
+    const std::string name = field("name"), password = field("password");
+    std::map<std::string, std::string> errors;
+    if (name.empty()) errors["name"] = "enter your account name";
+    if (password.empty()) errors["password"] = "enter your password";
+    if (!errors.empty()) return LoginPage(req, errors, name);
+    auto login = auth().Login(name, password, web::ClientAddress(req.remote()));
+    if (!login.ok()) {
+      Response r = LoginPage(req, {{"password", login.refusal().reason}}, name);
+      if (login.refusal().status == 429) {
+        r.SetHeader("Retry-After", std::to_string(login.refusal().retry_after.count()));
+      }
+      return r;
+    }
+    ctx->Log("dashboard: '" + login->account.name + "' signed in");
+    return Redirect("/dashboard", login->set_cookie);
+  }
+
+  Response LogoutPost(const Request& req) {
+    auto p = auth().Authenticate(req);
+    if (!p.ok()) return Redirect("/dashboard/login", web::LogoutCookie());
+    auto form = CheckedForm(req, p.value());
+    if (auto* r = std::get_if<Response>(&form)) return std::move(*r);
+    return Redirect("/dashboard/login", auth().Logout(req));
+  }
+
+  Response Style(const Request&) {
+    Response r = Response::Text(200, std::string(kCss), "text/css; charset=utf-8");
+    Secure(r);
+    return r;
+  }
+
+  // ---- search ----
+
+  static std::string Like(std::string_view s) {
+    std::string out;
+    for (char ch : s) {
+      if (ch == '%' || ch == '_' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    return out;
+  }
+
+  Response Home(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    const web::Principal& p = std::get<web::Principal>(s);
+    const std::string q = req.QueryParam("q").value_or("");
+    std::string error;
+    if (q.size() > kMaxQueryBytes) error = "at most " + std::to_string(kMaxQueryBytes) + " bytes";
+    std::string c =
+        "<form method=\"get\" action=\"/dashboard\" role=\"search\"><label for=\"q\">Appliance id or customer</label>"
+        "<input id=\"q\" name=\"q\" value=\"" + Esc(q) + "\" required>" + ErrorP("q", error) +
+        "<p><button type=\"submit\">Find</button></p></form>\n";
+    if (q.empty() || !error.empty()) return Page(200, "Find an appliance", c, Nav(p));
+    Json rows = Json::array();
+    auto got = ctx->Transact<Json>("dashboard search", [&](db::Connection& conn, std::optional<Response>&) -> Expected<Json> {
+      UPK_TRY_ASSIGN(db::Result r, conn.Exec(
+          "SELECT appliance_id, customer, channel, status, installed::text AS installed, last_checkin FROM appliances "
+          "WHERE appliance_id = lower($1) OR appliance_id LIKE lower($2) || '%' OR customer ILIKE '%' || $2 || '%' "
+          "ORDER BY (appliance_id = lower($1)) DESC, customer, appliance_id LIMIT $3",
+          q, Like(q), static_cast<std::int64_t>(kMaxResults)));
+      Json list = Json::array();
+      for (int i = 0; i < r.rows(); ++i) {
+        Json row;
+        for (const char* f : {"appliance_id", "customer", "channel", "status", "installed"}) {
+          UPK_TRY_ASSIGN(std::string v, r.Get<std::string>(i, f));
+          row[f] = v;
+        }
+        UPK_TRY_ASSIGN(auto last, r.GetOptional<SysTime>(i, "last_checkin"));
+        row["last_checkin"] = last ? FormatTimestamp(*last) : "never";
+        list.push_back(std::move(row));
+      }
+      return list;
+    }, db::TxOptions{.read_only = true});
+    if (auto* r = std::get_if<Response>(&got)) return Refused(r->status, "the database is unavailable; try again");
+    rows = std::get<Json>(got);
+    if (rows.empty()) {
+      c += "<p id=\"results\">No appliance matches &quot;" + Esc(q) + "&quot;.</p>";
+    } else {
+      c += "<table id=\"results\"><tr><th>Appliance</th><th>Customer</th><th>Channel</th><th>Status</th>"
+           "<th>Installed</th><th>Last check-in</th></tr>";
+      for (const Json& row : rows) {
+        std::string installed;
+        auto parsed = ParseJson(row["installed"].get<std::string>());
+        if (parsed.ok() && parsed->is_object()) {
+          for (const auto& [n, v] : parsed->items()) {
+            installed += (installed.empty() ? "" : ", ") + n + " " + (v.is_string() ? v.get<std::string>() : "?");
+          }
+        }
+        const std::string id = row["appliance_id"].get<std::string>();
+        c += "<tr><td><a href=\"/dashboard/appliances/" + Esc(id) + "\">" + Esc(id) + "</a></td><td>" +
+             Esc(row["customer"].get<std::string>()) + "</td><td>" + Esc(row["channel"].get<std::string>()) +
+             "</td><td>" + Esc(row["status"].get<std::string>()) + "</td><td>" + Esc(installed) + "</td><td>" +
+             Esc(row["last_checkin"].get<std::string>()) + "</td></tr>";
+      }
+      c += "</table>";
+      if (rows.size() == kMaxResults) c += "<p>Only the first " + std::to_string(kMaxResults) + " are shown.</p>";
+    }
+    return Page(200, "Find an appliance", c, Nav(p));
+  }
+
+  // ---- one appliance ----
+
+  struct Detail {
+    std::string customer, channel, status, agent_version, state;
+    Json installed = Json::object();
+    std::optional<SysTime> last_checkin;
+    std::optional<std::int64_t> offset;
+    SysTime maintenance_end{};
+    std::optional<Json> assignment;  // issued, expires, steps
+    std::vector<std::array<std::string, 4>> downloads;  // name, version, bundle, at
+    Json events = Json::array();
+  };
+
+  Response AppliancePage(const Request& req, const web::Principal& p, const std::string& message, bool error) {
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    auto got = ctx->Transact<std::optional<Detail>>("dashboard appliance", [&](db::Connection& c, std::optional<Response>&)
+                                                                              -> Expected<std::optional<Detail>> {
+      Detail d;
+      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT customer, channel, status, installed::text AS installed, agent_version, "
+                                          "last_checkin, clock_offset_seconds, maintenance_end FROM appliances "
+                                          "WHERE appliance_id = $1", id));
+      if (r.rows() == 0) return std::optional<Detail>();
+      UPK_TRY_ASSIGN(d.customer, r.Get<std::string>(0, "customer"));
+      UPK_TRY_ASSIGN(d.channel, r.Get<std::string>(0, "channel"));
+      UPK_TRY_ASSIGN(d.status, r.Get<std::string>(0, "status"));
+      UPK_TRY_ASSIGN(std::string installed, r.Get<std::string>(0, "installed"));
+      UPK_TRY_ASSIGN(d.installed, ParseJson(installed));
+      UPK_TRY_ASSIGN(auto agent, r.GetOptional<std::string>(0, "agent_version"));
+      d.agent_version = agent.value_or("unknown");
+      UPK_TRY_ASSIGN(d.last_checkin, r.GetOptional<SysTime>(0, "last_checkin"));
+      UPK_TRY_ASSIGN(d.offset, r.GetOptional<std::int64_t>(0, "clock_offset_seconds"));
+      UPK_TRY_ASSIGN(d.maintenance_end, r.Get<SysTime>(0, "maintenance_end"));
+      UPK_TRY_ASSIGN(db::Result a, c.Exec("SELECT envelope FROM assignments WHERE appliance_id = $1", id));
+      if (a.rows() > 0) {
+        UPK_TRY_ASSIGN(std::string text, a.Get<std::string>(0, "envelope"));
+        UPK_TRY_ASSIGN(Json envelope, ParseJson(text));
+        if (envelope.is_object() && envelope.contains("signed")) {
+          UPK_TRY_ASSIGN(trust::Assignment s, trust::Assignment::FromJson(envelope["signed"]));
+          Json steps = Json::array();
+          for (const auto& st : s.steps) steps.push_back(st.name + " " + st.version.ToString());
+          d.assignment = Json{{"issued", FormatTimestamp(s.issued)}, {"expires", FormatTimestamp(s.expires)},
+                              {"steps", steps}};
+        }
+      }
+      UPK_TRY_ASSIGN(db::Result w, c.Exec("SELECT name, version, bundle_id, downloaded_at FROM portal_downloads "
+                                          "WHERE appliance_id = $1 ORDER BY downloaded_at, name, version", id));
+      for (int i = 0; i < w.rows(); ++i) {
+        std::array<std::string, 4> row;
+        UPK_TRY_ASSIGN(row[0], w.Get<std::string>(i, "name"));
+        UPK_TRY_ASSIGN(row[1], w.Get<std::string>(i, "version"));
+        UPK_TRY_ASSIGN(row[2], w.Get<std::string>(i, "bundle_id"));
+        UPK_TRY_ASSIGN(SysTime at, w.Get<SysTime>(i, "downloaded_at"));
+        row[3] = FormatTimestamp(at);
+        d.downloads.push_back(std::move(row));
+      }
+      UPK_TRY_ASSIGN(db::Result e, c.Exec("SELECT type, name, version, at, detail::text AS detail, log_tail FROM events "
+                                          "WHERE appliance_id = $1 ORDER BY received_at DESC, at DESC, event_id LIMIT $2",
+                                          id, static_cast<std::int64_t>(kEvents)));
+      for (int i = 0; i < e.rows(); ++i) {
+        Json ev;
+        for (const char* f : {"type", "name", "version", "detail"}) {
+          UPK_TRY_ASSIGN(std::string v, e.Get<std::string>(i, f));
+          ev[f] = v;
+        }
+        UPK_TRY_ASSIGN(SysTime at, e.Get<SysTime>(i, "at"));
+        ev["at"] = FormatTimestamp(at);
+        UPK_TRY_ASSIGN(auto tail, e.GetOptional<std::string>(i, "log_tail"));
+        ev["log_tail"] = tail ? Json(*tail) : Json(nullptr);
+        d.events.push_back(std::move(ev));
+      }
+      return std::optional<Detail>(std::move(d));
+    }, db::TxOptions{.isolation = db::Isolation::kRepeatableRead, .read_only = true});
+    if (auto* r = std::get_if<Response>(&got)) return Refused(r->status, "the database is unavailable; try again");
+    auto& found = std::get<std::optional<Detail>>(got);
+    if (!found) return Refused(404, "no appliance " + id);
+    Detail& d = *found;
+    if (auto pending = fleet->Pending(id)) {  // a check-in not yet written: newer than the row
+      d.installed = pending->installed;
+      d.agent_version = pending->agent_version;
+      d.last_checkin = pending->at;
+      d.offset = pending->clock_offset_seconds;
+    }
+
+    std::string c;
+    if (!message.empty()) {
+      c += std::string("<p class=\"") + (error ? "error\" role=\"alert\"" : "ok\"") + " id=\"message\">" +
+           Esc(message) + "</p>";
+    }
+    c += "<table id=\"status\"><tr><th>Appliance</th><td>" + Esc(id) + "</td></tr><tr><th>Customer</th><td>" +
+         Esc(d.customer) + "</td></tr><tr><th>Channel</th><td>" + Esc(d.channel) + "</td></tr><tr><th>Status</th><td>" +
+         Esc(d.status) + "</td></tr><tr><th>Licence maintenance ends</th><td>" + Esc(FormatTimestamp(d.maintenance_end)) +
+         "</td></tr><tr><th>Agent version</th><td>" + Esc(d.agent_version) + "</td></tr><tr><th>Last check-in</th><td>" +
+         Esc(d.last_checkin ? FormatTimestamp(*d.last_checkin) : "never") + "</td></tr><tr><th>Clock offset</th><td>" +
+         Esc(Offset(d.offset)) + "</td></tr></table>\n";
+
+    c += "<h3>Installed versions</h3><table id=\"installed\"><tr><th>Package</th><th>Version</th></tr>";
+    packages::Installed installed;
+    for (const auto& [n, v] : d.installed.items()) {
+      const std::string text = v.is_string() ? v.get<std::string>() : "?";
+      c += "<tr><td>" + Esc(n) + "</td><td>" + Esc(text) + "</td></tr>";
+      auto version = packages::Version::Parse(text);
+      if (version.ok()) installed.emplace(n, *version);
+    }
+    c += "</table>\n<h3>Current assignment</h3>";
+    if (d.assignment) {
+      std::string steps;
+      for (const auto& s : (*d.assignment)["steps"]) steps += (steps.empty() ? "" : ", ") + s.get<std::string>();
+      c += "<p id=\"assignment\">Issued " + Esc((*d.assignment)["issued"].get<std::string>()) + ", expires " +
+           Esc((*d.assignment)["expires"].get<std::string>()) + ": " + Esc(steps.empty() ? "nothing to install" : steps) +
+           "</p>";
+    } else {
+      c += "<p id=\"assignment\">None yet (no check-in answered).</p>";
+    }
+
+    // The plan a check-in in the installed state would get now (the same PlanAppliance).
+    c += "<h3>Upgrade path still needed</h3>";
+    fleet->MaybeRefresh();
+    std::shared_ptr<const CachedAppliance> cached = fleet->Find(id);
+    if (!cached) {
+      auto loaded = fleet->Load(id);
+      if (loaded.ok()) cached = *loaded;
+    }
+    if (!cached) {
+      c += "<p class=\"error\">the plan could not be computed (appliance not loadable)</p>";
+    } else {
+      auto plan = PlanAppliance(*fleet->snapshot(), *cached, installed, ctx->clock.Now(), ctx->config.assignment_validity);
+      if (!plan.ok()) {
+        c += "<p class=\"error\">the plan could not be computed: " + Esc(plan.error().message()) + "</p>";
+      } else if (plan->assignment.steps.empty()) {
+        c += "<p id=\"plan\">Up to date: nothing to install.</p>";
+      } else {
+        c += "<table id=\"plan\"><tr><th>#</th><th>Package</th><th>Version</th><th>Kind</th><th>Why</th></tr>";
+        for (std::size_t i = 0; i < plan->assignment.steps.size(); ++i) {
+          const auto& s = plan->assignment.steps[i];
+          c += "<tr><td>" + std::to_string(i + 1) + "</td><td>" + Esc(s.name) + "</td><td>" + Esc(s.version.ToString()) +
+               "</td><td>" + Esc(packages::KindName(s.kind)) + "</td><td>" + Esc(plan->reasons[i]) + "</td></tr>";
+        }
+        c += "</table>";
+      }
+    }
+
+    c += "<h3>Withheld downloads (already put in a bundle)</h3>";
+    const bool may_reenable = web::Permits(p.account.role, web::Role::kSupport);
+    if (d.downloads.empty()) {
+      c += "<p id=\"downloads\">None.</p>";
+    } else {
+      const std::string action = "/dashboard/appliances/" + id + "/reenable";
+      c += "<table id=\"downloads\"><tr><th>Package</th><th>Version</th><th>Bundle</th><th>Downloaded</th><th></th></tr>";
+      for (const auto& row : d.downloads) {
+        c += "<tr><td>" + Esc(row[0]) + "</td><td>" + Esc(row[1]) + "</td><td>" + Esc(row[2]) + "</td><td>" +
+             Esc(row[3]) + "</td><td>";
+        if (may_reenable) {
+          c += "<form method=\"post\" action=\"" + Esc(action) + "\">" + Csrf(p, action) +
+               "<input type=\"hidden\" name=\"name\" value=\"" + Esc(row[0]) +
+               "\"><input type=\"hidden\" name=\"version\" value=\"" + Esc(row[1]) +
+               "\"><button type=\"submit\">Re-enable download</button></form>";
+        } else {
+          c += "(support role needed to re-enable)";
+        }
+        c += "</td></tr>";
+      }
+      c += "</table>";
+    }
+
+    c += "<h3>Download and install history</h3>";
+    if (d.events.empty()) {
+      c += "<p id=\"history\">No reports yet.</p>";
+    } else {
+      c += "<table id=\"history\"><tr><th>When</th><th>Event</th><th>Package</th><th>Detail</th><th>Log tail</th></tr>";
+      for (const Json& ev : d.events) {
+        const std::string type = ev["type"].get<std::string>();
+        const bool bad = type == "failure" || type == "rollback";
+        c += std::string("<tr") + (bad ? " class=\"failure\"" : "") + "><td>" + Esc(ev["at"].get<std::string>()) +
+             "</td><td>" + Esc(type) + "</td><td>" + Esc(ev["name"].get<std::string>()) + " " +
+             Esc(ev["version"].get<std::string>()) + "</td><td>" +
+             Esc(ev["detail"].get<std::string>() == "{}" ? "" : ev["detail"].get<std::string>()) + "</td><td>" +
+             (ev["log_tail"].is_string() ? "<pre>" + Esc(ev["log_tail"].get<std::string>()) + "</pre>" : "") +
+             "</td></tr>";
+      }
+      c += "</table>";
+    }
+    return Page(200, "Appliance " + id, c, Nav(p));
+  }
+
+  Response ApplianceGet(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    return AppliancePage(req, std::get<web::Principal>(s), "", false);
+  }
+
+  // The same operation and audit row as POST /api/v1/appliances/{id}/downloads/reenable.
+  Response ReenablePost(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    const web::Principal& p = std::get<web::Principal>(s);
+    if (auto refusal = auth().RequireRole(p, web::Role::kSupport)) return Refused(403, refusal->reason);
+    auto form = CheckedForm(req, p);
+    if (auto* r = std::get_if<Response>(&form)) return std::move(*r);
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    const web::Form& f = std::get<web::Form>(form);
+    auto name = f.Single("name");
+    auto version_text = f.Single("version");
+    if (!name.ok() || !version_text.ok()) return AppliancePage(req, p, "give one package name and version", true);
+    auto version = packages::Version::Parse(*version_text);
+    if (!version.ok()) return AppliancePage(req, p, "version: " + version.error().message(), true);
+    const std::string v = version->ToString();
+    const std::string actor = "dashboard:" + p.account.name;
+    auto got = ctx->Transact<bool>("dashboard reenable", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<bool> {
+      UPK_TRY_ASSIGN(db::Result r, c.Exec("DELETE FROM portal_downloads WHERE appliance_id = $1 AND name = $2 AND "
+                                          "version = $3 RETURNING bundle_id, downloaded_at",
+                                          id, *name, v));
+      if (r.rows() == 0) {
+        reject = Response(404);
+        return Error(Errc::kNotFound, "not downloaded");
+      }
+      UPK_TRY_ASSIGN(std::string bundle_id, r.Get<std::string>(0, "bundle_id"));
+      UPK_TRY_ASSIGN(SysTime at, r.Get<SysTime>(0, "downloaded_at"));
+      Json detail{{"appliance_id", id}, {"name", *name}, {"version", v}, {"bundle_id", bundle_id},
+                  {"downloaded_at", FormatTimestamp(at)}};
+      UPK_TRY(InsertAudit(c, ctx->clock.Now(), actor, "portal.reenable", id, detail));
+      return true;
+    });
+    if (auto* r = std::get_if<Response>(&got)) {
+      if (r->status == 404) return AppliancePage(req, p, *name + " " + v + " was not withheld for this appliance", true);
+      return Refused(r->status, "the database is unavailable; try again");
+    }
+    ctx->Log("dashboard: " + actor + " re-enabled " + *name + " " + v + " for " + id);
+    return AppliancePage(req, p, "Re-enabled the download of " + *name + " " + v + ".", false);
+  }
+};
+
+}  // namespace
+
+void SetDashboardPasswordCostForTests(web::PasswordCost cost) {
+  std::lock_guard lock(g_cost_mu);
+  g_cost = cost;
+}
+
+Status RegisterDashboard(const std::shared_ptr<Context>& ctx, net::Server& server) {
+  if (!ctx->fleet) return Error(Errc::kInternal, "InitFleet() must run before the dashboard is registered");
+  web::PasswordCost cost = web::PasswordCost::Interactive();
+  {
+    std::lock_guard lock(g_cost_mu);
+    if (g_cost) cost = *g_cost;
+  }
+  auto d = std::make_shared<Dashboard>(ctx, ctx->fleet.get(), cost);
+  d->server = &server;
+  ctx->stop_hooks.push_back([weak = std::weak_ptr<Dashboard>(d)] {
+    if (auto a = weak.lock()) {
+      std::lock_guard lock(a->server_mu);
+      a->server = nullptr;
+    }
+  });
+  ctx->jobs.push_back(BackgroundJob{"dashboard setup token", std::chrono::seconds(5), [weak = std::weak_ptr<Dashboard>(d)] {
+                                      auto a = weak.lock();
+                                      return a ? a->Announce() : OkStatus();
+                                    }});
+  net::RouteOptions o;
+  o.max_body_bytes = kFormBytes;
+  o.use_worker_pool = true;  // database and Argon2id: never on an I/O thread
+  using H = Response (Dashboard::*)(const Request&);
+  auto route = [&](Method m, const char* pattern, H h) {
+    return server.Handle(m, pattern, [d, h](const Request& r) { return ((*d).*h)(r); }, o);
+  };
+  UPK_TRY(route(Method::kGet, "/dashboard/style.css", &Dashboard::Style));
+  UPK_TRY(route(Method::kGet, "/dashboard/setup", &Dashboard::SetupGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/setup", &Dashboard::SetupPost));
+  UPK_TRY(route(Method::kGet, "/dashboard/login", &Dashboard::LoginGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/login", &Dashboard::LoginPost));
+  UPK_TRY(route(Method::kPost, "/dashboard/logout", &Dashboard::LogoutPost));
+  UPK_TRY(route(Method::kGet, "/dashboard", &Dashboard::Home));
+  UPK_TRY(route(Method::kGet, "/dashboard/appliances/{id}", &Dashboard::ApplianceGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/reenable", &Dashboard::ReenablePost));
+  return OkStatus();
+}
+
+}  // namespace upkeep::updater
