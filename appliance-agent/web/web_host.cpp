@@ -1,5 +1,6 @@
 // The appliance updates page (web_host.hpp, docs/agent/web.md): routes, HTML rendering, the
 // pre-session form token, the daemon's UpdatesSource and the daemon service.
+#include "upkeep/common/text.hpp"
 #include "upkeep/agent/web_host.hpp"
 
 #include <sys/timex.h>
@@ -29,22 +30,6 @@ namespace upkeep::agent {
 using net::Method;
 using net::Request;
 using net::Response;
-
-std::string HtmlEscape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 namespace {
 

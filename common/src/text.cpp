@@ -1,5 +1,7 @@
 #include "upkeep/common/text.hpp"
 
+#include <string>
+
 namespace upkeep {
 namespace {
 constexpr unsigned char Lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? c | 0x20 : c; }
@@ -27,6 +29,22 @@ std::optional<std::uint64_t> ParseDecimalU64(std::string_view s) {
     v = v * 10 + static_cast<std::uint64_t>(c - '0');
   }
   return v;
+}
+
+std::string HtmlEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    switch (ch) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += ch;
+    }
+  }
+  return out;
 }
 
 }  // namespace upkeep

@@ -6,12 +6,13 @@
 // log tail), and re-enable (support: done and audited as dashboard:NAME; read-only: 403).
 #include <gtest/gtest.h>
 
-#include <regex>
+#include <algorithm>
 #include <set>
 #include <thread>
 
 #include "../../updater/src/dashboard.hpp"
 #include "fleet_support.hpp"
+#include "upkeep/common/text.hpp"
 #include "upkeep/common/files.hpp"
 #include "upkeep/web/password.hpp"
 
@@ -56,12 +57,22 @@ struct Browser {
     for (const auto& [k, v] : cookies) jar += (jar.empty() ? "" : "; ") + k + "=" + v;
     if (!jar.empty()) headers.emplace_back("Cookie", jar);
     HttpReply r = Call(port, method, target, headers, body);
-    static const std::regex set_cookie("\r\nSet-Cookie: ([^=;\r]+)=([^;\r]*)", std::regex::icase);
-    for (auto it = std::sregex_iterator(r.head.begin(), r.head.end(), set_cookie); it != std::sregex_iterator(); ++it) {
-      if ((*it)[2].str().empty()) {
-        cookies.erase((*it)[1].str());
+    // Every "Set-Cookie: NAME=VALUE; ..." of the head (no std::regex: GCC 12 warns inside it under ASan).
+    for (std::size_t at = 0; (at = r.head.find("\r\n", at)) != std::string::npos;) {
+      at += 2;
+      const std::size_t end = std::min(r.head.find("\r\n", at), r.head.size());
+      const std::string line = r.head.substr(at, end - at);
+      constexpr std::string_view kPrefix = "set-cookie: ";
+      if (line.size() < kPrefix.size() || !EqualsIgnoreCase(std::string_view(line).substr(0, kPrefix.size()), kPrefix)) continue;
+      const std::string pair = line.substr(kPrefix.size(), line.find(';') == std::string::npos ? std::string::npos
+                                                                                              : line.find(';') - kPrefix.size());
+      const std::size_t eq = pair.find('=');
+      if (eq == std::string::npos || eq == 0) continue;
+      const std::string name = pair.substr(0, eq), value = pair.substr(eq + 1);
+      if (value.empty()) {
+        cookies.erase(name);
       } else {
-        cookies[(*it)[1].str()] = (*it)[2].str();
+        cookies[name] = value;
       }
     }
     return r;
@@ -187,12 +198,15 @@ TEST(UpdaterDashboard, FirstStartSetupWithTheOneTimeToken) {
   ASSERT_TRUE(s.service->RunBackgroundOnce().ok());
   auto lines = s.TokenLines();
   ASSERT_EQ(lines.size(), 1u) << "logged once";
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(lines[0], m, std::regex("open https://[^ ]+:" + std::to_string(s.port) +
-                                                        "/dashboard/setup with the one-time setup token ([0-9a-f]{32}) "
-                                                        "\\(valid 24 h\\)$")))
-      << lines[0];
-  const std::string token = m[1].str();
+  const std::string want_prefix = "/dashboard/setup with the one-time setup token ";
+  const std::string want_suffix = " (valid 24 h)";
+  const std::size_t url = lines[0].find("open https://");
+  const std::size_t at = lines[0].find(":" + std::to_string(s.port) + want_prefix);
+  ASSERT_TRUE(url != std::string::npos && at != std::string::npos) << lines[0];
+  const std::size_t token_at = at + 1 + std::to_string(s.port).size() + want_prefix.size();
+  ASSERT_TRUE(lines[0].size() == token_at + 32 + want_suffix.size() && lines[0].ends_with(want_suffix)) << lines[0];
+  const std::string token = lines[0].substr(token_at, 32);
+  ASSERT_EQ(token.find_first_not_of("0123456789abcdef"), std::string::npos) << lines[0];
 
   HttpReply page = b.Get("/dashboard/setup");
   ASSERT_EQ(page.status, 200);

@@ -11,6 +11,7 @@
 
 #include "fleet_state.hpp"
 #include "portal_shared.hpp"
+#include "upkeep/common/text.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/trust/identity.hpp"
 #include "upkeep/web/authenticator.hpp"
@@ -32,25 +33,9 @@ constexpr std::size_t kMaxQueryBytes = 200;
 constexpr int kEvents = 50;
 constexpr std::string_view kPreCookie = "__Host-upkeep_dashboard_form";
 
-std::string Esc(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += ch;
-    }
-  }
-  return out;
-}
-
 std::string ErrorP(const std::string& id, const std::string& message) {
   if (message.empty()) return "";
-  return "<p class=\"error\" id=\"" + id + "-error\" role=\"alert\">" + Esc(message) + "</p>";
+  return "<p class=\"error\" id=\"" + id + "-error\" role=\"alert\">" + HtmlEscape(message) + "</p>";
 }
 
 std::string Offset(std::optional<std::int64_t> seconds) {
@@ -122,10 +107,10 @@ struct Dashboard {
 
   static Response Page(int status, const std::string& title, const std::string& content,
                        const std::string& nav = "") {
-    std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + Esc(title) +
+    std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + HtmlEscape(title) +
                        " - Upkeep support dashboard</title><link rel=\"stylesheet\" href=\"/dashboard/style.css\">"
                        "</head><body><header><h1>Upkeep support dashboard</h1>" +
-                       nav + "</header><main>\n<h2>" + Esc(title) + "</h2>\n" + content + "</main></body></html>\n";
+                       nav + "</header><main>\n<h2>" + HtmlEscape(title) + "</h2>\n" + content + "</main></body></html>\n";
     Response r = Response::Text(status, std::move(html), "text/html; charset=utf-8");
     Secure(r);
     return r;
@@ -151,18 +136,18 @@ struct Dashboard {
 
   static Response Refused(int status, const std::string& reason) {
     return Page(status, status == 403 ? "Forbidden" : "Refused",
-                "<p class=\"error\" role=\"alert\">" + Esc(reason) + "</p><p><a href=\"/dashboard\">Back</a></p>");
+                "<p class=\"error\" role=\"alert\">" + HtmlEscape(reason) + "</p><p><a href=\"/dashboard\">Back</a></p>");
   }
 
   std::string Nav(const web::Principal& p) const {
-    return "<nav><a href=\"/dashboard\">Find an appliance</a> | signed in as " + Esc(p.account.name) + " (" +
-           Esc(web::RoleName(p.account.role)) + ") <form method=\"post\" action=\"/dashboard/logout\">" +
+    return "<nav><a href=\"/dashboard\">Find an appliance</a> | signed in as " + HtmlEscape(p.account.name) + " (" +
+           HtmlEscape(web::RoleName(p.account.role)) + ") <form method=\"post\" action=\"/dashboard/logout\">" +
            Csrf(p, "/dashboard/logout") + "<button type=\"submit\">Sign out</button></form></nav>";
   }
 
   std::string Csrf(const web::Principal& p, std::string_view action) const {
     return "<input type=\"hidden\" name=\"" + std::string(web::kCsrfField) + "\" value=\"" +
-           Esc(web::MakeCsrfToken(p.session.csrf_secret, action)) + "\">";
+           HtmlEscape(web::MakeCsrfToken(p.session.csrf_secret, action)) + "\">";
   }
 
   // Origin/Referer must name the host the request was sent to (either scheme: one port serves
@@ -239,7 +224,7 @@ struct Dashboard {
         "<form method=\"post\" action=\"/dashboard/setup\" novalidate>" + hidden +
         "<label for=\"token\">Setup token</label><input id=\"token\" name=\"token\" autocomplete=\"off\" required>" +
         err("token") +
-        "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + Esc(name) +
+        "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + HtmlEscape(name) +
         "\" autocomplete=\"username\" required>" + err("name") +
         "<label for=\"password\">Password (at least 12 bytes)</label><input id=\"password\" name=\"password\" "
         "type=\"password\" autocomplete=\"new-password\" required>" + err("password") +
@@ -275,7 +260,7 @@ struct Dashboard {
       std::string f = "form";
       if (ref.status == 401) f = "token";
       if (ref.status == 400) f = ref.reason.starts_with("password") ? "password" : "name";
-      if (ref.status == 409) return Page(200, "Setup", "<p class=\"error\" role=\"alert\">" + Esc(ref.reason) +
+      if (ref.status == 409) return Page(200, "Setup", "<p class=\"error\" role=\"alert\">" + HtmlEscape(ref.reason) +
                                                            "</p><p><a href=\"/dashboard/login\">Sign in</a></p>");
       return SetupPage(req, {{f, ref.reason}}, name);
     }
@@ -291,7 +276,7 @@ struct Dashboard {
     auto [hidden, cookie] = PreForm(req);
     auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : ""; };
     std::string c = err("form") + "<form method=\"post\" action=\"/dashboard/login\" novalidate>" + hidden +
-                    "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + Esc(name) +
+                    "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" + HtmlEscape(name) +
                     "\" autocomplete=\"username\" required>" + err("name") +
                     "<label for=\"password\">Password</label><input id=\"password\" name=\"password\" "
                     "type=\"password\" autocomplete=\"current-password\" required>" + err("password") +
@@ -366,7 +351,7 @@ struct Dashboard {
     if (q.size() > kMaxQueryBytes) error = "at most " + std::to_string(kMaxQueryBytes) + " bytes";
     std::string c =
         "<form method=\"get\" action=\"/dashboard\" role=\"search\"><label for=\"q\">Appliance id or customer</label>"
-        "<input id=\"q\" name=\"q\" value=\"" + Esc(q) + "\" required>" + ErrorP("q", error) +
+        "<input id=\"q\" name=\"q\" value=\"" + HtmlEscape(q) + "\" required>" + ErrorP("q", error) +
         "<p><button type=\"submit\">Find</button></p></form>\n";
     if (q.empty() || !error.empty()) return Page(200, "Find an appliance", c, Nav(p));
     Json rows = Json::array();
@@ -392,7 +377,7 @@ struct Dashboard {
     if (auto* r = std::get_if<Response>(&got)) return Refused(r->status, "the database is unavailable; try again");
     rows = std::get<Json>(got);
     if (rows.empty()) {
-      c += "<p id=\"results\">No appliance matches &quot;" + Esc(q) + "&quot;.</p>";
+      c += "<p id=\"results\">No appliance matches &quot;" + HtmlEscape(q) + "&quot;.</p>";
     } else {
       c += "<table id=\"results\"><tr><th>Appliance</th><th>Customer</th><th>Channel</th><th>Status</th>"
            "<th>Installed</th><th>Last check-in</th></tr>";
@@ -405,10 +390,10 @@ struct Dashboard {
           }
         }
         const std::string id = row["appliance_id"].get<std::string>();
-        c += "<tr><td><a href=\"/dashboard/appliances/" + Esc(id) + "\">" + Esc(id) + "</a></td><td>" +
-             Esc(row["customer"].get<std::string>()) + "</td><td>" + Esc(row["channel"].get<std::string>()) +
-             "</td><td>" + Esc(row["status"].get<std::string>()) + "</td><td>" + Esc(installed) + "</td><td>" +
-             Esc(row["last_checkin"].get<std::string>()) + "</td></tr>";
+        c += "<tr><td><a href=\"/dashboard/appliances/" + HtmlEscape(id) + "\">" + HtmlEscape(id) + "</a></td><td>" +
+             HtmlEscape(row["customer"].get<std::string>()) + "</td><td>" + HtmlEscape(row["channel"].get<std::string>()) +
+             "</td><td>" + HtmlEscape(row["status"].get<std::string>()) + "</td><td>" + HtmlEscape(installed) + "</td><td>" +
+             HtmlEscape(row["last_checkin"].get<std::string>()) + "</td></tr>";
       }
       c += "</table>";
       if (rows.size() == kMaxResults) c += "<p>Only the first " + std::to_string(kMaxResults) + " are shown.</p>";
@@ -503,20 +488,20 @@ struct Dashboard {
     std::string c;
     if (!message.empty()) {
       c += std::string("<p class=\"") + (error ? "error\" role=\"alert\"" : "ok\"") + " id=\"message\">" +
-           Esc(message) + "</p>";
+           HtmlEscape(message) + "</p>";
     }
-    c += "<table id=\"status\"><tr><th>Appliance</th><td>" + Esc(id) + "</td></tr><tr><th>Customer</th><td>" +
-         Esc(d.customer) + "</td></tr><tr><th>Channel</th><td>" + Esc(d.channel) + "</td></tr><tr><th>Status</th><td>" +
-         Esc(d.status) + "</td></tr><tr><th>Licence maintenance ends</th><td>" + Esc(FormatTimestamp(d.maintenance_end)) +
-         "</td></tr><tr><th>Agent version</th><td>" + Esc(d.agent_version) + "</td></tr><tr><th>Last check-in</th><td>" +
-         Esc(d.last_checkin ? FormatTimestamp(*d.last_checkin) : "never") + "</td></tr><tr><th>Clock offset</th><td>" +
-         Esc(Offset(d.offset)) + "</td></tr></table>\n";
+    c += "<table id=\"status\"><tr><th>Appliance</th><td>" + HtmlEscape(id) + "</td></tr><tr><th>Customer</th><td>" +
+         HtmlEscape(d.customer) + "</td></tr><tr><th>Channel</th><td>" + HtmlEscape(d.channel) + "</td></tr><tr><th>Status</th><td>" +
+         HtmlEscape(d.status) + "</td></tr><tr><th>Licence maintenance ends</th><td>" + HtmlEscape(FormatTimestamp(d.maintenance_end)) +
+         "</td></tr><tr><th>Agent version</th><td>" + HtmlEscape(d.agent_version) + "</td></tr><tr><th>Last check-in</th><td>" +
+         HtmlEscape(d.last_checkin ? FormatTimestamp(*d.last_checkin) : "never") + "</td></tr><tr><th>Clock offset</th><td>" +
+         HtmlEscape(Offset(d.offset)) + "</td></tr></table>\n";
 
     c += "<h3>Installed versions</h3><table id=\"installed\"><tr><th>Package</th><th>Version</th></tr>";
     packages::Installed installed;
     for (const auto& [n, v] : d.installed.items()) {
       const std::string text = v.is_string() ? v.get<std::string>() : "?";
-      c += "<tr><td>" + Esc(n) + "</td><td>" + Esc(text) + "</td></tr>";
+      c += "<tr><td>" + HtmlEscape(n) + "</td><td>" + HtmlEscape(text) + "</td></tr>";
       auto version = packages::Version::Parse(text);
       if (version.ok()) installed.emplace(n, *version);
     }
@@ -524,8 +509,8 @@ struct Dashboard {
     if (d.assignment) {
       std::string steps;
       for (const auto& s : (*d.assignment)["steps"]) steps += (steps.empty() ? "" : ", ") + s.get<std::string>();
-      c += "<p id=\"assignment\">Issued " + Esc((*d.assignment)["issued"].get<std::string>()) + ", expires " +
-           Esc((*d.assignment)["expires"].get<std::string>()) + ": " + Esc(steps.empty() ? "nothing to install" : steps) +
+      c += "<p id=\"assignment\">Issued " + HtmlEscape((*d.assignment)["issued"].get<std::string>()) + ", expires " +
+           HtmlEscape((*d.assignment)["expires"].get<std::string>()) + ": " + HtmlEscape(steps.empty() ? "nothing to install" : steps) +
            "</p>";
     } else {
       c += "<p id=\"assignment\">None yet (no check-in answered).</p>";
@@ -544,15 +529,15 @@ struct Dashboard {
     } else {
       auto plan = PlanAppliance(*fleet->snapshot(), *cached, installed, ctx->clock.Now(), ctx->config.assignment_validity);
       if (!plan.ok()) {
-        c += "<p class=\"error\">the plan could not be computed: " + Esc(plan.error().message()) + "</p>";
+        c += "<p class=\"error\">the plan could not be computed: " + HtmlEscape(plan.error().message()) + "</p>";
       } else if (plan->assignment.steps.empty()) {
         c += "<p id=\"plan\">Up to date: nothing to install.</p>";
       } else {
         c += "<table id=\"plan\"><tr><th>#</th><th>Package</th><th>Version</th><th>Kind</th><th>Why</th></tr>";
         for (std::size_t i = 0; i < plan->assignment.steps.size(); ++i) {
           const auto& s = plan->assignment.steps[i];
-          c += "<tr><td>" + std::to_string(i + 1) + "</td><td>" + Esc(s.name) + "</td><td>" + Esc(s.version.ToString()) +
-               "</td><td>" + Esc(packages::KindName(s.kind)) + "</td><td>" + Esc(plan->reasons[i]) + "</td></tr>";
+          c += "<tr><td>" + std::to_string(i + 1) + "</td><td>" + HtmlEscape(s.name) + "</td><td>" + HtmlEscape(s.version.ToString()) +
+               "</td><td>" + HtmlEscape(packages::KindName(s.kind)) + "</td><td>" + HtmlEscape(plan->reasons[i]) + "</td></tr>";
         }
         c += "</table>";
       }
@@ -566,12 +551,12 @@ struct Dashboard {
       const std::string action = "/dashboard/appliances/" + id + "/reenable";
       c += "<table id=\"downloads\"><tr><th>Package</th><th>Version</th><th>Bundle</th><th>Downloaded</th><th></th></tr>";
       for (const auto& row : d.downloads) {
-        c += "<tr><td>" + Esc(row[0]) + "</td><td>" + Esc(row[1]) + "</td><td>" + Esc(row[2]) + "</td><td>" +
-             Esc(row[3]) + "</td><td>";
+        c += "<tr><td>" + HtmlEscape(row[0]) + "</td><td>" + HtmlEscape(row[1]) + "</td><td>" + HtmlEscape(row[2]) + "</td><td>" +
+             HtmlEscape(row[3]) + "</td><td>";
         if (may_reenable) {
-          c += "<form method=\"post\" action=\"" + Esc(action) + "\">" + Csrf(p, action) +
-               "<input type=\"hidden\" name=\"name\" value=\"" + Esc(row[0]) +
-               "\"><input type=\"hidden\" name=\"version\" value=\"" + Esc(row[1]) +
+          c += "<form method=\"post\" action=\"" + HtmlEscape(action) + "\">" + Csrf(p, action) +
+               "<input type=\"hidden\" name=\"name\" value=\"" + HtmlEscape(row[0]) +
+               "\"><input type=\"hidden\" name=\"version\" value=\"" + HtmlEscape(row[1]) +
                "\"><button type=\"submit\">Re-enable download</button></form>";
         } else {
           c += "(support role needed to re-enable)";
@@ -589,11 +574,11 @@ struct Dashboard {
       for (const Json& ev : d.events) {
         const std::string type = ev["type"].get<std::string>();
         const bool bad = type == "failure" || type == "rollback";
-        c += std::string("<tr") + (bad ? " class=\"failure\"" : "") + "><td>" + Esc(ev["at"].get<std::string>()) +
-             "</td><td>" + Esc(type) + "</td><td>" + Esc(ev["name"].get<std::string>()) + " " +
-             Esc(ev["version"].get<std::string>()) + "</td><td>" +
-             Esc(ev["detail"].get<std::string>() == "{}" ? "" : ev["detail"].get<std::string>()) + "</td><td>" +
-             (ev["log_tail"].is_string() ? "<pre>" + Esc(ev["log_tail"].get<std::string>()) + "</pre>" : "") +
+        c += std::string("<tr") + (bad ? " class=\"failure\"" : "") + "><td>" + HtmlEscape(ev["at"].get<std::string>()) +
+             "</td><td>" + HtmlEscape(type) + "</td><td>" + HtmlEscape(ev["name"].get<std::string>()) + " " +
+             HtmlEscape(ev["version"].get<std::string>()) + "</td><td>" +
+             HtmlEscape(ev["detail"].get<std::string>() == "{}" ? "" : ev["detail"].get<std::string>()) + "</td><td>" +
+             (ev["log_tail"].is_string() ? "<pre>" + HtmlEscape(ev["log_tail"].get<std::string>()) + "</pre>" : "") +
              "</td></tr>";
       }
       c += "</table>";

@@ -17,6 +17,7 @@
 #include "repository_store.hpp"
 #include "upkeep/bundle/bundle.hpp"
 #include "upkeep/common/bytes.hpp"
+#include "upkeep/common/text.hpp"
 #include "upkeep/trust/download_key.hpp"
 #include "upkeep/trust/install_report.hpp"
 
@@ -41,22 +42,6 @@ constexpr std::chrono::hours kPartFileAge{1};  // a ".part" older than this was 
 // ---- small helpers ----------------------------------------------------------------------------
 
 std::string Hex(Random& random, std::size_t bytes) { return ToHex(random.Generate(bytes)); }
-
-std::string HtmlEscape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += ch;
-    }
-  }
-  return out;
-}
 
 int HexValue(char ch) {
   if (ch >= '0' && ch <= '9') return ch - '0';

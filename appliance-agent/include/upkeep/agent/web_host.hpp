@@ -87,9 +87,6 @@ class WebHost {
   std::unique_ptr<Impl> impl_;
 };
 
-// HTML text escaping (& < > " ').
-std::string HtmlEscape(std::string_view text);
-
 // The daemon service serving the page when the configuration has a "web" section: accounts in
 // STATE/web-accounts.json, sessions in memory (a restart logs everyone out).
 DaemonServiceFactory WebDaemonService();
