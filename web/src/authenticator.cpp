@@ -91,16 +91,9 @@ AuthResult<Account> Authenticator::Setup(std::string_view token, std::string_vie
   }
   std::string given = Sha256Hex(token);
   if (sodium_memcmp(given.data(), setup_hash_->data(), given.size()) != 0) return Refuse(401, "wrong setup token");
-  if (auto st = CheckAccountName(name); !st) return Refuse(400, st.error().message());
-  if (auto st = CheckPasswordRules(password, name); !st) return Refuse(400, st.error().message());
-  auto hash = hasher_.Hash(password);
-  if (!hash) return FromError(hash.error());
-  Account account;
-  account.name = std::string(name);
-  account.role = Role::kAdmin;
-  account.password_hash = std::move(*hash);
-  account.created = clock_.Now();
-  account.disabled = false;
+  auto made = NewAccount(name, Role::kAdmin, password);
+  if (!made.ok()) return made;
+  Account account = made.value();
   if (auto st = accounts_.CreateFirst(account); !st) return FromError(st.error());
   setup_hash_.reset();
   setup_used_ = true;
@@ -246,6 +239,13 @@ AuthResult<LoginSuccess> Authenticator::ChangePassword(const Principal& principa
 AuthResult<Account> Authenticator::CreateAccount(const Principal& actor, std::string_view name, Role role,
                                                  std::string_view password) {
   if (auto refusal = RequireRole(actor, Role::kAdmin)) return *refusal;
+  auto made = NewAccount(name, role, password);
+  if (!made.ok()) return made;
+  if (auto st = accounts_.Create(made.value()); !st) return FromError(st.error());
+  return made;
+}
+
+AuthResult<Account> Authenticator::NewAccount(std::string_view name, Role role, std::string_view password) {
   if (auto st = CheckAccountName(name); !st) return Refuse(400, st.error().message());
   if (auto st = CheckPasswordRules(password, name); !st) return Refuse(400, st.error().message());
   auto hash = hasher_.Hash(password);
@@ -256,7 +256,6 @@ AuthResult<Account> Authenticator::CreateAccount(const Principal& actor, std::st
   account.password_hash = std::move(*hash);
   account.created = clock_.Now();
   account.disabled = false;
-  if (auto st = accounts_.Create(account); !st) return FromError(st.error());
   return account;
 }
 

@@ -140,6 +140,8 @@ class Authenticator {
     std::mutex mu_;
   };
   Refusal FromError(const Error& error) const;
+  // A new account after the name and password rules, its password hashed (not stored yet).
+  AuthResult<Account> NewAccount(std::string_view name, Role role, std::string_view password);
 
   AccountRepository& accounts_;
   const Clock& clock_;
