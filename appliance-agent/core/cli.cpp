@@ -395,13 +395,17 @@ int RunRollback(const Ctx& ctx, const std::string& name) {
 SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, bool check_now, std::string* stop,
                     const std::vector<std::unique_ptr<DaemonService>>& services) {
   const SysTime now = SystemClock::Instance().Now();
-  auto rt = OpenRuntime(ctx, LogTo(*ctx.out));
+  auto rt = OpenRuntime(ctx, [&ctx, &services](const std::string& line) {
+    *ctx.out << Now() << " " << line << std::endl;
+    for (const auto& service : services) service->OnLog(line);
+  });
   if (!rt.ok()) {
     *ctx.err << Now() << " " << rt.error().message() << " (retrying in 30 s)\n";
     return now + std::chrono::seconds(30);
   }
   Agent& agent = *(*rt)->agent;
   if (auto s = agent.Recover(); !s.ok()) *ctx.err << Now() << " recovery: " << s.error().message() << "\n";
+  for (const auto& service : services) service->BeforeCycle(**rt);
   SysTime wake = next_check;
   auto checked = [&]() -> bool {
     auto r = agent.Check();
@@ -476,6 +480,7 @@ int RunDaemon(const Ctx& ctx, bool once) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGUSR1);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   const auto pid_file = config->state_dir / "agent.pid";
   std::error_code ec_ignored;
@@ -514,7 +519,7 @@ int RunDaemon(const Ctx& ctx, bool once) {
     timespec ts{static_cast<time_t>(std::min<std::int64_t>(wait, 3600)), 0};
     const int sig = sigtimedwait(&set, nullptr, &ts);
     if (sig == SIGTERM || sig == SIGINT) break;
-    if (sig == SIGUSR1) check_now = true;
+    if (sig == SIGUSR1) check_now = true;  // SIGUSR2 (queued work): a cycle without a check
     if (sig == SIGHUP) ReloadServices(*config, services, ctx);
   }
   services.clear();  // stops them before the pid file goes

@@ -24,12 +24,23 @@
 #include "upkeep/web/forms.hpp"
 #include "upkeep/web/rate_limit.hpp"
 #include "upkeep/web/sessions.hpp"
+#include "page_kit.hpp"
 
 namespace upkeep::agent {
 
 using net::Method;
 using net::Request;
 using net::Response;
+using webpage::Arr;
+using webpage::CsrfField;
+using webpage::ErrorPage;
+using webpage::Field;
+using webpage::FormStatus;
+using webpage::FromRefusal;
+using webpage::Page;
+using webpage::Redirect;
+using webpage::Secure;
+using webpage::Str;
 
 namespace {
 
@@ -104,25 +115,6 @@ class RuntimeUpdatesSource final : public UpdatesSource {
   std::size_t history_;
 };
 
-// ---------------------------------------------------------------------------------------------
-// Helpers for reading the status JSON defensively.
-
-std::string Str(const Json& j, const char* key) {
-  if (!j.is_object()) return {};
-  auto it = j.find(key);
-  if (it == j.end()) return {};
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_number()) return it->dump();
-  return {};
-}
-
-const Json& Arr(const Json& j, const char* key) {
-  static const Json empty = Json::array();
-  if (!j.is_object()) return empty;
-  auto it = j.find(key);
-  return it != j.end() && it->is_array() ? *it : empty;
-}
-
 constexpr std::string_view kFormCookie = "__Host-upkeep_form";
 
 bool ConstantTimeEqual(std::string_view a, std::string_view b) {
@@ -170,45 +162,8 @@ struct WebHost::Impl {
   std::unique_ptr<web::Authenticator> auth_owner;
   std::atomic<web::Authenticator*> published{nullptr};  // set once after Start (the port is known then)
   std::unique_ptr<net::Server> server;
-
-  // ---- responses
-
-  static Response Secure(Response r) {
-    r.SetHeader("Content-Security-Policy",
-                "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'");
-    r.SetHeader("X-Frame-Options", "DENY");
-    r.SetHeader("Cache-Control", "no-store");
-    r.SetHeader("X-Content-Type-Options", "nosniff");
-    r.SetHeader("Referrer-Policy", "same-origin");
-    return r;
-  }
-
-  static Response Page(int status, const std::string& title, const std::string& body) {
-    std::string html =
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>" +
-        HtmlEscape(title) + " - Upkeep appliance</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>"
-        "<body>\n" + body + "</body></html>\n";
-    return Secure(Response::Text(status, std::move(html), "text/html; charset=utf-8"));
-  }
-
-  static Response Redirect(const std::string& to) {
-    Response r(303);
-    r.SetHeader("Location", to);
-    return Secure(std::move(r));
-  }
-
-  static Response ErrorPage(int status, const std::string& message) {
-    return Page(status, "Error", "<h1>" + std::to_string(status) + " " + HtmlEscape(std::string(net::StatusReason(status))) +
-                                     "</h1><p class=\"error\" role=\"alert\">" + HtmlEscape(message) +
-                                     "</p><p><a href=\"/\">Back to the updates page</a></p>\n");
-  }
-
-  static Response FromRefusal(const web::Refusal& refusal) {
-    Response r = ErrorPage(refusal.status, refusal.reason);
-    if (refusal.status == 429) r.SetHeader("Retry-After", std::to_string(refusal.retry_after.count()));
-    return r;
-  }
+  std::vector<std::unique_ptr<webpage::Panel>> panels;
+  std::string css;  // the stylesheet: the host's rules and every panel's
 
   // ---- the pre-session form token (setup and login have no session yet): a double-submit cookie
 
@@ -249,31 +204,7 @@ struct WebHost::Impl {
     return std::nullopt;
   }
 
-  static std::string Hidden(const std::string& token) {
-    return "<input type=\"hidden\" name=\"csrf_token\" value=\"" + HtmlEscape(token) + "\">";
-  }
-
-  static std::string Field(const std::string& name, const std::string& label, const std::string& type,
-                           const std::string& value, const std::map<std::string, std::string>& errors,
-                           const std::string& autocomplete) {
-    std::string out = "<label for=\"" + name + "\">" + HtmlEscape(label) + "</label><input id=\"" + name + "\" name=\"" +
-                      name + "\" type=\"" + type + "\" autocomplete=\"" + autocomplete + "\" required";
-    if (!value.empty()) out += " value=\"" + HtmlEscape(value) + "\"";
-    auto it = errors.find(name);
-    if (it != errors.end()) out += " aria-invalid=\"true\" aria-describedby=\"" + name + "-error\"";
-    out += ">";
-    if (it != errors.end()) {
-      out += "<span class=\"field-error\" id=\"" + name + "-error\" role=\"alert\">" + HtmlEscape(it->second) + "</span>";
-    }
-    return out + "\n";
-  }
-
   // ---- setup
-
-  // A form shown again with its errors next to the fields is a page that worked: 200, so the
-  // browser logs no failed load (as the download portal does). A rate-limited login keeps its 429
-  // (Retry-After), and server errors their status.
-  static int FormStatus(int status) { return status == 429 || status >= 500 ? status : 200; }
 
   Response SetupForm(int status, const std::string& token, const std::string& name,
                      const std::map<std::string, std::string>& errors, const std::string& set_cookie,
@@ -282,7 +213,7 @@ struct WebHost::Impl {
                        "<p>Enter the one-time setup token the agent printed in its log, and choose the "
                        "administrator's name and password (at least 12 characters).</p>\n";
     if (!general.empty()) body += "<p class=\"error\" role=\"alert\">" + HtmlEscape(general) + "</p>\n";
-    body += "<form method=\"post\" action=\"/setup\">" + Hidden(token) + "\n" +
+    body += "<form method=\"post\" action=\"/setup\">" + CsrfField(token) + "\n" +
             Field("setup_token", "Setup token", "text", "", errors, "off") +
             Field("name", "Administrator name", "text", name, errors, "username") +
             Field("password", "Password", "password", "", errors, "new-password") +
@@ -341,7 +272,7 @@ struct WebHost::Impl {
                      const std::string& note = {}) {
     std::string body = "<h1>Sign in to the appliance</h1>\n";
     if (!note.empty()) body += "<p class=\"ok\">" + HtmlEscape(note) + "</p>\n";
-    body += "<form method=\"post\" action=\"/login\">" + Hidden(token) + "\n" +
+    body += "<form method=\"post\" action=\"/login\">" + CsrfField(token) + "\n" +
             Field("name", "Account name", "text", name, errors, "username") +
             Field("password", "Password", "password", "", errors, "current-password") +
             "<p><button type=\"submit\">Sign in</button></p></form>\n";
@@ -401,7 +332,7 @@ struct WebHost::Impl {
     std::string b = "<header><h1>Appliance updates</h1><div>Signed in as <strong>" + HtmlEscape(who.account.name) +
                     "</strong> (" + HtmlEscape(std::string(web::RoleName(who.account.role))) +
                     ") <form class=\"inline\" method=\"post\" action=\"/logout\">" +
-                    Hidden(auth.CsrfToken(who, "/logout")) +
+                    CsrfField(auth.CsrfToken(who, "/logout")) +
                     "<button type=\"submit\">Sign out</button></form></div></header>\n";
     if (!note.empty()) b += "<p class=\"ok\" role=\"status\">" + HtmlEscape(note) + "</p>\n";
 
@@ -440,61 +371,13 @@ struct WebHost::Impl {
     }
     // Shown to every role (disabled below admin): the server checks the role either way.
     const bool admin = web::Permits(who.account.role, web::Role::kAdmin);
-    b += "<form method=\"post\" action=\"/check\">" + Hidden(auth.CsrfToken(who, "/check")) +
+    b += "<form method=\"post\" action=\"/check\">" + CsrfField(auth.CsrfToken(who, "/check")) +
          "<button type=\"submit\"" + std::string(admin ? "" : " disabled") + ">Check for updates</button>";
     if (!admin) b += " <span>(your role may view this page; an administrator checks for updates)</span>";
     b += "</form>\n";
     b += "</section>\n";
 
-    b += "<section id=\"plan\"><h2>Available updates</h2>\n";
-    if (s.is_object() && s.contains("plan_error")) {
-      b += "<p class=\"error\">" + HtmlEscape(Str(s, "plan_error")) + "</p>\n";
-    }
-    const Json& plan = Arr(s, "plan");
-    if (plan.empty()) {
-      b += "<p>Up to date: nothing to install.</p>\n";
-    } else {
-      b += "<p>In install order; each step needs the ones before it.</p>\n<table><tr><th>#</th><th>Package</th>"
-           "<th>Kind</th><th>Version</th><th>State</th><th>Why</th></tr>";
-      int i = 0;
-      for (const auto& p : plan) {
-        const std::string state = Str(p, "state");
-        std::string cls;
-        for (char c : state) cls += (std::isalnum(static_cast<unsigned char>(c)) != 0) ? c : '-';
-        b += "<tr class=\"state-" + cls + "\"><td>" + std::to_string(++i) + "</td><td>" + HtmlEscape(Str(p, "name")) +
-             "</td><td>" + HtmlEscape(Str(p, "kind")) + "</td><td>" + HtmlEscape(Str(p, "version")) + "</td><td>" +
-             HtmlEscape(state) + "</td><td>" + HtmlEscape(Str(p, "reason")) + "</td></tr>";
-      }
-      b += "</table>\n";
-    }
-    b += "</section>\n";
-
-    b += "<section id=\"history\"><h2>History</h2>\n";
-    const Json& history = Arr(s, "history");
-    if (history.empty()) {
-      b += "<p>Nothing happened yet.</p>\n";
-    } else {
-      b += "<table><tr><th>When</th><th>What</th><th>Package</th><th>Details</th></tr>";
-      for (const auto& h : history) {
-        std::string what = Str(h, "name");
-        if (!Str(h, "version").empty()) what += " " + Str(h, "version");
-        std::string details;
-        if (!Str(h, "phase").empty()) details += Str(h, "phase") + " ";
-        if (!Str(h, "message").empty()) details += Str(h, "message");
-        if (!Str(h, "reason").empty()) details += Str(h, "reason");
-        if (!Str(h, "to").empty()) details += "to " + Str(h, "to");
-        if (h.is_object() && h.contains("steps")) details += Str(h, "steps") + " step(s) to install";
-        const std::string type = Str(h, "type");
-        std::string cell = HtmlEscape(details);
-        const std::string tail = Str(h, "log_tail");
-        if (!tail.empty()) cell += "<details><summary>log</summary><pre>" + HtmlEscape(tail) + "</pre></details>";
-        b += "<tr" + std::string(type == "failure" || type == "rollback" || type == "refused" ? " class=\"error\"" : "") +
-             "><td>" + HtmlEscape(Str(h, "at")) + "</td><td>" + HtmlEscape(type) + "</td><td>" + HtmlEscape(what) +
-             "</td><td>" + cell + "</td></tr>";
-      }
-      b += "</table>\n";
-    }
-    b += "</section>\n";
+    for (const auto& panel : panels) b += panel->Render(who, s, auth);
     return b;
   }
 
@@ -510,14 +393,11 @@ struct WebHost::Impl {
   }
 
   Response PostCheck(const Request& req, web::Authenticator& auth) {
-    auto who = auth.Authenticate(req);
-    if (!who.ok()) return Redirect("/login");
-    auto form = web::Form::FromRequest(req);
-    if (!form.ok()) return ErrorPage(400, form.error().message());
-    if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return FromRefusal(*refused);
-    if (auto refused = auth.RequireRole(who.value(), web::Role::kAdmin)) return FromRefusal(*refused);
+    auto post = webpage::AcceptForm(req, auth, web::Role::kAdmin);
+    if (auto* refused = std::get_if<Response>(&post)) return std::move(*refused);
+    const auto& who = std::get<webpage::FormPost>(post).who;
     if (auto s = source->RequestCheck(); !s.ok()) return ErrorPage(503, s.error().message());
-    if (log) log("web: '" + who->account.name + "' asked for an update check");
+    if (log) log("web: '" + who.account.name + "' asked for an update check");
     return Redirect("/?checked=1");
   }
 
@@ -531,19 +411,33 @@ struct WebHost::Impl {
 
   // Routes run on the worker pool (Argon2id, the store); before the Authenticator is published
   // (between Start and the end of WebHost::Start) they answer 503.
-  Status Route(Method method, const std::string& path, Response (Impl::*fn)(const Request&, web::Authenticator&)) {
-    net::RouteOptions ro;
+  Status Route(Method method, const std::string& path, webpage::PanelHandler handler, net::RouteOptions ro = {}) {
     ro.use_worker_pool = true;
-    ro.max_body_bytes = 64 * 1024;
+    if (!ro.max_body_bytes) ro.max_body_bytes = 64 * 1024;
     return server->Handle(
         method, path,
-        [this, fn](const Request& req) {
+        [this, handler = std::move(handler)](const Request& req) {
           web::Authenticator* a = published.load();
           if (a == nullptr) return ErrorPage(503, "starting");
-          return (this->*fn)(req, *a);
+          return handler(req, *a);
         },
         ro);
   }
+  Status Route(Method method, const std::string& path, Response (Impl::*fn)(const Request&, web::Authenticator&)) {
+    return Route(method, path, [this, fn](const Request& req, web::Authenticator& a) { return (this->*fn)(req, a); });
+  }
+
+  class Routes final : public webpage::RouteSink {
+   public:
+    explicit Routes(Impl& impl) : impl_(impl) {}
+    Status Add(Method method, const std::string& path, webpage::PanelHandler handler,
+               net::RouteOptions options) override {
+      return impl_.Route(method, path, std::move(handler), std::move(options));
+    }
+
+   private:
+    Impl& impl_;
+  };
 };
 
 WebHost::WebHost(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -555,7 +449,7 @@ const std::string& WebHost::origin() const { return impl_->origin; }
 
 Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options, web::AccountRepository& accounts,
                                                   UpdatesSource& source, const Clock& clock, Random& random,
-                                                  std::function<void(const std::string&)> log) {
+                                                  std::function<void(const std::string&)> log, WebDaemonLink link) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->accounts = &accounts;
@@ -586,15 +480,27 @@ Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options,
   UPK_TRY(p->Route(Method::kPost, "/logout", &Impl::PostLogout));
   UPK_TRY(p->Route(Method::kPost, "/check", &Impl::PostCheck));
   UPK_TRY(p->Route(Method::kGet, "/api/v1/status", &Impl::GetStatusJson));
-  UPK_TRY(p->server->Handle(Method::kGet, "/static/style.css", [](const Request&) {
-    Response r = Impl::Secure(Response::Text(200, kCss, "text/css; charset=utf-8"));
-    r.SetHeader("Cache-Control", "max-age=3600");
-    return r;
+  webpage::PanelEnv env;
+  env.source = &source;
+  env.jobs = link.jobs;
+  env.config = link.config;
+  env.clock = &clock;
+  env.log = p->log;
+  for (auto make : {webpage::MakeJobsPanel, webpage::MakeInstallPanel, webpage::MakeAirgapPanel,
+                    webpage::MakeBackupPanel, webpage::MakeClientsPanel, webpage::MakeHistoryPanel}) {
+    p->panels.push_back(make(env));
+  }
+  p->css = kCss;
+  Impl::Routes routes(*p);
+  for (const auto& panel : p->panels) {
+    UPK_TRY(panel->Register(routes));
+    p->css += panel->Css();
+  }
+  UPK_TRY(p->server->Handle(Method::kGet, "/static/style.css", [p](const Request&) {
+    return webpage::Asset(p->css.c_str(), "text/css; charset=utf-8");
   }));
   UPK_TRY(p->server->Handle(Method::kGet, "/favicon.ico", [](const Request&) {
-    Response r = Impl::Secure(Response::Text(200, kIconSvg, "image/svg+xml"));
-    r.SetHeader("Cache-Control", "max-age=3600");
-    return r;
+    return webpage::Asset(kIconSvg, "image/svg+xml");
   }));
   if (auto s = p->server->Start(); !s.ok()) return s.error().Wrap("web: " + options.listen);
   p->port = p->server->ports().at(0);
@@ -634,11 +540,17 @@ namespace {
 
 class WebService final : public DaemonService {
  public:
+  explicit WebService(AgentConfig c)
+      : config(std::move(c)), jobs(SystemClock::Instance(), [] { ::kill(::getpid(), SIGUSR2); }) {}
+  AgentConfig config;
+  JobQueue jobs;  // the page's actions, run by the daemon between cycles
   std::unique_ptr<web::JsonFileAccountRepository> accounts;
   std::unique_ptr<UpdatesSource> source;
   std::unique_ptr<WebHost> host;
-  ~WebService() override { host.reset(); }  // stop serving before the source and accounts go
+  ~WebService() override { host.reset(); }  // stop serving before the source, jobs and accounts go
   void AfterCycle(Agent&) override {}       // the page reads the state itself, per request
+  void BeforeCycle(AgentRuntime& runtime) override { jobs.RunPending(runtime); }
+  void OnLog(const std::string& line) override { jobs.OnLog(line); }
 };
 
 }  // namespace
@@ -647,7 +559,7 @@ DaemonServiceFactory WebDaemonService() {
   return [](const AgentConfig& config,
             std::function<void(const std::string&)> log) -> Expected<std::unique_ptr<DaemonService>> {
     if (!config.web) return std::unique_ptr<DaemonService>();
-    auto service = std::make_unique<WebService>();
+    auto service = std::make_unique<WebService>(config);
     auto accounts = web::JsonFileAccountRepository::Open(config.WebAccountsFile());
     if (!accounts.ok()) return accounts.error().Wrap("web");
     service->accounts = std::move(*accounts);
@@ -657,8 +569,11 @@ DaemonServiceFactory WebDaemonService() {
     o.certificate = config.web->certificate;
     o.private_key = config.web->private_key;
     o.origin = config.web->origin;
+    WebDaemonLink link;
+    link.jobs = &service->jobs;
+    link.config = &service->config;
     auto host = WebHost::Start(o, *service->accounts, *service->source, SystemClock::Instance(),
-                               SystemRandom::Instance(), log);
+                               SystemRandom::Instance(), log, link);
     if (!host.ok()) return host.error();
     service->host = std::move(*host);
     if (log) {

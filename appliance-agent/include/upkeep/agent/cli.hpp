@@ -20,6 +20,8 @@
 
 namespace upkeep::agent {
 
+struct AgentRuntime;  // runtime.hpp
+
 // A command implemented by a library built on this one (e.g. `cluster`): it gets the agent
 // configuration path and the arguments after its name, unparsed.
 struct ExtraCommand {
@@ -34,10 +36,18 @@ using ExtraCommands = std::map<std::string, ExtraCommand>;
 // (the relay core, relay_host.hpp). Made once at start; AfterCycle runs on the daemon's thread at
 // the end of every cycle with that cycle's Agent (store lock held), so it sees what was just
 // installed; the service is destroyed (and stops) when the daemon exits.
+//
+// Work a service queues for the daemon (the updates page's "Install now", a bundle upload, a
+// backup) runs in BeforeCycle, on the daemon's thread with the store lock held, before the
+// cycle's check and installs; a service that queued work wakes the daemon with SIGUSR2 (a cycle
+// without a check). OnLog sees every line the daemon logs during a cycle (progress lines
+// included), on the daemon's thread.
 class DaemonService {
  public:
   virtual ~DaemonService() = default;
   virtual void AfterCycle(Agent& agent) = 0;
+  virtual void BeforeCycle(AgentRuntime&) {}
+  virtual void OnLog(const std::string&) {}
 };
 // Returns nullptr when the configuration does not ask for the service; an error stops the start.
 using DaemonServiceFactory = std::function<Expected<std::unique_ptr<DaemonService>>(

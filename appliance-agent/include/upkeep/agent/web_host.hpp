@@ -23,6 +23,7 @@
 
 #include "upkeep/agent/cli.hpp"
 #include "upkeep/agent/config.hpp"
+#include "upkeep/agent/web_jobs.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/error.hpp"
 #include "upkeep/common/json.hpp"
@@ -64,6 +65,14 @@ struct WebHostOptions {
   bool fast_password_hashing = false;  // tests only: PasswordCost::MinForTests()
 };
 
+// What the page needs of the daemon beyond reading its state: the queue its actions (install,
+// upload, backup, ...) go through and the configuration. Both null when the page runs alone (tests
+// with a fake UpdatesSource): the actions are then shown as unavailable.
+struct WebDaemonLink {
+  JobQueue* jobs = nullptr;
+  const AgentConfig* config = nullptr;
+};
+
 class WebHost {
  public:
   // Starts the HTTPS server. `accounts`, `source`, `clock` and `random` must outlive the host.
@@ -72,7 +81,8 @@ class WebHost {
   // Errors: a bad listen address, unreadable certificate or key, a port in use.
   static Expected<std::unique_ptr<WebHost>> Start(const WebHostOptions& options, web::AccountRepository& accounts,
                                                   UpdatesSource& source, const Clock& clock, Random& random,
-                                                  std::function<void(const std::string&)> log);
+                                                  std::function<void(const std::string&)> log,
+                                                  WebDaemonLink link = {});
   ~WebHost();
   WebHost(const WebHost&) = delete;
   WebHost& operator=(const WebHost&) = delete;
