@@ -3,7 +3,11 @@
 // CreateFirst), sign-in and sign-out, wrong passwords and the rate limit, pages behind a session,
 // CSRF (missing, wrong, foreign origin), search by id and customer, the appliance page (installed
 // versions, the plan with an intermediate step and its reasons, history with an escaped hostile
-// log tail), and re-enable (support: done and audited as dashboard:NAME; read-only: 403).
+// log tail), and re-enable (support: done and audited as dashboard:NAME; read-only: 403); search
+// by licence reference (hash only), channel/groups (admin, audited), pin (the check-in plan and the
+// API's plan hold, unpin restores; the API's "pinned" field), revoke (check-ins 403 afterwards),
+// the fleet page (version counts, escaped SVG, waves, failure chart; pause/resume/abort by role
+// and CSRF), account administration and the own password change with errors next to fields.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,9 +15,11 @@
 #include <thread>
 
 #include "../../updater/src/dashboard.hpp"
+#include "../../updater/src/fleet_state.hpp"
 #include "fleet_support.hpp"
 #include "upkeep/common/text.hpp"
 #include "upkeep/common/files.hpp"
+#include "upkeep/common/hash.hpp"
 #include "upkeep/web/password.hpp"
 
 namespace upkeep::updater::test {
@@ -481,6 +487,332 @@ TEST(UpdaterDashboard, ReenableBySupportIsAuditedAndRefusedToReadOnly) {
   EXPECT_EQ(reader.Post(action, "csrf_token=" + logout_token + fields).status, 403) << "token bound to another path";
   EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM portal_downloads"), "1");
   EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM audit WHERE action = 'portal.reenable'"), "1");
+}
+
+// ---- item 2 rest: licence search, channel and groups, pin, revoke, the fleet page, accounts ----
+
+// A signed-in browser of a new account with `role`.
+Browser SignedIn(ServiceFixture& f, const std::string& name, web::Role role) {
+  AddAccount(f, name, role);
+  Browser b(f.port());
+  EXPECT_EQ(b.Login(name, kPassword).status, 303);
+  return b;
+}
+
+// Posts the form for `action` found on `page` with extra fields.
+HttpReply PostForm(Browser& b, const std::string& page, const std::string& action, const std::string& fields) {
+  HttpReply got = b.Get(page);
+  const std::string token = Browser::Token(got.body, action);
+  EXPECT_EQ(token.size(), 64u) << action << "\n" << got.body;
+  return b.Post(action, "csrf_token=" + token + fields);
+}
+
+TEST(UpdaterDashboard, SearchByLicenceReferenceNeverTheKey) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  const std::string id = fleet.a.appliance_id();
+  const std::string key = "UPKL-SECRET-LICENCE-KEY-0001";
+  const Json answer{{"appliance_id", id}, {"enrolled", "new"},
+                    {"licence", Json{{"signatures", Json::array()}, {"signed", Json{{"licence_key", key}, {"customer", "x"}}}}}};
+  ASSERT_TRUE(RecordEnrolmentLicence(f.pool(), answer.dump(), SystemClock::Instance().Now()).ok());
+  // Hostile or incomplete answers record nothing and never echo the key.
+  auto bad = RecordEnrolmentLicence(f.pool(), Json{{"appliance_id", id}}.dump(), SystemClock::Instance().Now());
+  EXPECT_FALSE(bad.ok());
+  auto not_json = RecordEnrolmentLicence(f.pool(), "{" + key, SystemClock::Instance().Now());
+  ASSERT_FALSE(not_json.ok());
+  EXPECT_FALSE(Has(not_json.error().message(), key));
+  EXPECT_FALSE(RecordEnrolmentLicence(f.pool(), Json{{"appliance_id", "apl-nope"}, {"licence", answer["licence"]}}.dump(),
+                                      SystemClock::Instance().Now()).ok());
+  const std::string digest = Sha256Hex(key);
+  EXPECT_EQ(SqlValue(f, "SELECT licence_sha256 FROM appliance_licences WHERE appliance_id = '" + id + "'"), digest);
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM appliance_licences WHERE licence_sha256 LIKE '%SECRET%'"), "0");
+
+  Browser b = SignedIn(f, "rita", web::Role::kReadOnly);
+  HttpReply found = b.Get("/dashboard?q=" + digest.substr(0, 12));
+  EXPECT_TRUE(Has(found.body, "href=\"/dashboard/appliances/" + id + "\"")) << found.body;
+  HttpReply upper = b.Get("/dashboard?q=" + digest.substr(0, 10));
+  EXPECT_TRUE(Has(upper.body, id));
+  HttpReply too_short = b.Get("/dashboard?q=" + digest.substr(0, 4) + "zz");
+  EXPECT_FALSE(Has(too_short.body, "href=\"/dashboard/appliances/" + id)) << "fewer than 8 characters match no licence";
+  HttpReply other = b.Get("/dashboard?q=" + std::string(16, digest[0] == '0' ? '1' : '0'));
+  EXPECT_TRUE(Has(other.body, "No appliance matches"));
+  HttpReply page = b.Get("/dashboard/appliances/" + id);
+  EXPECT_TRUE(Has(page.body, "id=\"licence\">" + digest.substr(0, 16) + "<")) << page.body;
+  EXPECT_FALSE(Has(page.body, key));
+}
+
+TEST(UpdaterDashboard, MoveToChannelAndGroupsIsAuditedAndAdminOnly) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  Sql(f, "INSERT INTO channels (name) VALUES ('beta')");
+  const std::string id = fleet.a.appliance_id();
+  const std::string page = "/dashboard/appliances/" + id, action = page + "/assign";
+  Browser sup = SignedIn(f, "sam", web::Role::kSupport);
+  EXPECT_FALSE(Has(sup.Get(page).body, action)) << "support sees no move form";
+  Browser admin = SignedIn(f, "ada", web::Role::kAdmin);
+  HttpReply shown = admin.Get(page);
+  EXPECT_TRUE(Has(shown.body, "<option value=\"beta\">beta</option>")) << shown.body;
+  EXPECT_TRUE(Has(shown.body, "<option value=\"stable\" selected>"));
+  const std::string token = Browser::Token(shown.body, action);
+  // Support with a token for the path (taken from the admin's page: CSRF passes, the role does not).
+  EXPECT_EQ(sup.Post(action, "csrf_token=" + token + "&channel=beta&groups=").status, 403);
+  EXPECT_EQ(admin.Post(action, "channel=beta&groups=").status, 403) << "no CSRF token";
+
+  HttpReply bad_group = admin.Post(action, "csrf_token=" + token + "&channel=beta&groups=" + FormEncode("lab, Bad!"));
+  EXPECT_EQ(bad_group.status, 200);
+  EXPECT_TRUE(Has(bad_group.body, "id=\"groups-error\"")) << bad_group.body;
+  HttpReply bad_channel = admin.Post(action, "csrf_token=" + token + "&channel=nochan&groups=lab");
+  EXPECT_EQ(bad_channel.status, 200);
+  EXPECT_TRUE(Has(bad_channel.body, "id=\"channel-error\"")) << bad_channel.body;
+  EXPECT_TRUE(Has(bad_channel.body, "no channel &#39;nochan&#39;"));
+  EXPECT_EQ(SqlValue(f, "SELECT channel FROM appliances WHERE appliance_id = '" + id + "'"), "stable");
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM audit WHERE action = 'appliance.update'"), "0");
+
+  HttpReply done = admin.Post(action, "csrf_token=" + token + "&channel=beta&groups=" + FormEncode("lab, east lab"));
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_TRUE(Has(done.body, "Saved the channel and groups"));
+  EXPECT_EQ(SqlValue(f, "SELECT channel || ' ' || array_to_string(groups, ',') FROM appliances WHERE appliance_id = '" + id + "'"),
+            "beta east,lab");
+  EXPECT_EQ(SqlValue(f, "SELECT actor || ' ' || (detail->'channel'->>'from') || '>' || (detail->'channel'->>'to') || ' ' || "
+                        "(detail->'groups'->'to')::text FROM audit WHERE action = 'appliance.update' AND target = '" + id + "'"),
+            "dashboard:ada stable>beta [\"east\", \"lab\"]");
+}
+
+TEST(UpdaterDashboard, PinHoldsThePlanUntilUnpinned) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  const std::string id = fleet.a.appliance_id();
+  const std::string page = "/dashboard/appliances/" + id;
+  Browser reader = SignedIn(f, "rita", web::Role::kReadOnly);
+  EXPECT_TRUE(Has(reader.Get(page).body, "support role needed to pin"));
+  Browser sup = SignedIn(f, "sam", web::Role::kSupport);
+  HttpReply empty = PostForm(sup, page, page + "/pin", "&reason=");
+  EXPECT_EQ(empty.status, 200);
+  EXPECT_TRUE(Has(empty.body, "id=\"reason-error\"")) << empty.body;
+  HttpReply pinned = PostForm(sup, page, page + "/pin", "&reason=" + FormEncode("customer <freeze> until May"));
+  ASSERT_EQ(pinned.status, 200) << pinned.body;
+  const std::string why = "pinned by dashboard:sam: customer &lt;freeze&gt; until May";
+  EXPECT_TRUE(Has(pinned.body, "id=\"plan\">Held at its installed versions, nothing newer is offered: " + why)) << pinned.body;
+  EXPECT_FALSE(Has(pinned.body, "<td>1</td><td>software</td>"));
+  // The check-in obeys: no step; the operator API's plan says why.
+  const std::map<std::string, std::string> installed = {{"software", "5.1.0"}};
+  EXPECT_TRUE(StepIds(Verified(f, fleet.a, Checkin(f, fleet.a, installed), installed)).empty());
+  Reply detail = f.Call("GET", "/api/v1/appliances/" + id, "", f.token("support"));
+  ASSERT_EQ(detail.status, 200) << detail.body;
+  EXPECT_EQ(detail.json["appliance"]["plan"]["pinned"], "pinned by dashboard:sam: customer <freeze> until May");
+  EXPECT_EQ(detail.json["appliance"]["pinned"]["by"], "dashboard:sam");
+  EXPECT_TRUE(detail.json["appliance"]["plan"]["steps"].empty());
+  EXPECT_EQ(SqlValue(f, "SELECT actor || ' ' || (detail->'pinned'->'to'->>'reason') FROM audit WHERE action = 'appliance.update'"),
+            "dashboard:sam customer <freeze> until May");
+
+  HttpReply unpinned = PostForm(sup, page, page + "/unpin", "");
+  ASSERT_EQ(unpinned.status, 200);
+  EXPECT_TRUE(Has(unpinned.body, "<td>1</td><td>software</td><td>5.2.0</td>")) << unpinned.body;
+  EXPECT_EQ(StepIds(Verified(f, fleet.a, Checkin(f, fleet.a, installed), installed)),
+            (std::vector<std::string>{"software 5.2.0", "software 5.3.0"}));
+
+  // The operator API's field: {"reason"} pins, null unpins, anything else is 400 and changes nothing.
+  Reply api = f.Call("POST", "/api/v1/appliances/" + id, Json{{"pinned", Json{{"reason", "freeze"}}}}.dump(), f.token("publisher"));
+  ASSERT_EQ(api.status, 200) << api.body;
+  EXPECT_EQ(api.json["appliance"]["pinned"]["reason"], "freeze");
+  EXPECT_TRUE(StepIds(Verified(f, fleet.a, Checkin(f, fleet.a, installed), installed)).empty());
+  for (const Json& wrong : {Json{{"pinned", "yes"}}, Json{{"pinned", Json{{"reason", ""}}}},
+                            Json{{"pinned", Json{{"reason", "x"}, {"extra", 1}}}}}) {
+    Reply r = f.Call("POST", "/api/v1/appliances/" + id, wrong.dump(), f.token("publisher"));
+    EXPECT_EQ(r.status, 400) << wrong.dump();
+    EXPECT_EQ(r.ErrorCode(), "invalid_field");
+  }
+  EXPECT_EQ(f.Call("POST", "/api/v1/appliances/" + id, R"({"pinned": null})", f.token("publisher")).status, 200);
+  EXPECT_EQ(StepIds(Verified(f, fleet.a, Checkin(f, fleet.a, installed), installed)).size(), 2u);
+  EXPECT_EQ(SqlValue(f, "SELECT count(*) FROM audit WHERE action = 'appliance.update'"), "4");
+}
+
+TEST(UpdaterDashboard, RevokeNeedsAdminAndTheTypedIdThenCheckinsAreRefused) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  const std::string id = fleet.a.appliance_id();
+  const std::string page = "/dashboard/appliances/" + id, action = page + "/revoke";
+  Browser sup = SignedIn(f, "sam", web::Role::kSupport);
+  EXPECT_FALSE(Has(sup.Get(page).body, action));
+  Browser admin = SignedIn(f, "ada", web::Role::kAdmin);
+  const std::string token = Browser::Token(admin.Get(page).body, action);
+  EXPECT_EQ(sup.Post(action, "csrf_token=" + token + "&confirm=" + id).status, 403);
+  EXPECT_EQ(admin.Post(action, "confirm=" + id).status, 403) << "no CSRF token";
+  HttpReply wrong = admin.Post(action, "csrf_token=" + token + "&confirm=" + id.substr(0, 10));
+  EXPECT_EQ(wrong.status, 200);
+  EXPECT_TRUE(Has(wrong.body, "id=\"confirm-error\"")) << wrong.body;
+  EXPECT_EQ(Checkin(f, fleet.a, {{"software", "5.1.0"}}).status, 200);
+
+  HttpReply done = admin.Post(action, "csrf_token=" + token + "&confirm=" + id);
+  ASSERT_EQ(done.status, 200) << done.body;
+  EXPECT_TRUE(Has(done.body, "Revoked"));
+  EXPECT_TRUE(Has(done.body, "<th>Status</th><td>revoked</td>"));
+  EXPECT_FALSE(Has(done.body, action)) << "no revoke form for a revoked appliance";
+  Reply refused = Checkin(f, fleet.a, {{"software", "5.1.0"}});
+  EXPECT_EQ(refused.status, 403) << refused.body;
+  EXPECT_EQ(refused.ErrorCode(), "appliance_revoked");
+  EXPECT_EQ(SqlValue(f, "SELECT actor || ' ' || (detail->'status'->>'to') FROM audit WHERE action = 'appliance.update'"),
+            "dashboard:ada revoked");
+}
+
+TEST(UpdaterDashboard, FleetPageCountsVersionsInEscapedSvg) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  auto b2 = Enrolled(f);
+  auto b3 = Enrolled(f);
+  ASSERT_EQ(Checkin(f, b2, {{"software", "5.1.0"}}).status, 200);
+  ASSERT_EQ(Checkin(f, b3, {{"software", "5.2.0"}}).status, 200);
+  ASSERT_TRUE(f.service().RunBackgroundOnce().ok());  // flush the check-ins
+  Sql(f, "UPDATE appliances SET installed = installed || '{\"<b>evil</b>\": \"1.0.0\"}' WHERE appliance_id = '" +
+             fleet.a.appliance_id() + "'");
+  Browser b = SignedIn(f, "rita", web::Role::kReadOnly);
+  HttpReply page = b.Get("/dashboard/fleet");
+  ASSERT_EQ(page.status, 200);
+  ExpectSecureHtml(page);
+  EXPECT_TRUE(Has(page.body, "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"versions-chart\"")) << page.body;
+  EXPECT_TRUE(Has(page.body, "<td>software 5.1.0</td><td>2</td>")) << page.body;
+  EXPECT_TRUE(Has(page.body, "<td>software 5.2.0</td><td>1</td>"));
+  EXPECT_TRUE(Has(page.body, "&lt;b&gt;evil&lt;/b&gt; 1.0.0"));
+  EXPECT_FALSE(Has(page.body, "<b>evil"));
+  EXPECT_FALSE(Has(page.body, "style="));
+  EXPECT_TRUE(Has(page.body, "No rollouts."));
+
+  // The chart helpers: scaled bars, escaped labels, a line with one point per hour.
+  const std::string bars = BarChartSvg("c\"", "t<", {{"a<b", 4}, {"c", 2}});
+  EXPECT_TRUE(Has(bars, "id=\"c&quot;\""));
+  EXPECT_TRUE(Has(bars, "<title>t&lt;</title>"));
+  EXPECT_TRUE(Has(bars, "<title>a&lt;b: 4</title>"));
+  EXPECT_TRUE(Has(bars, "width=\"320.0\""));  // the largest bar: full width
+  EXPECT_TRUE(Has(bars, "width=\"160.0\""));  // half of it
+  const std::string line = LineChartSvg("l", "rate", {{"10:00", 0}, {"11:00", 50}, {"12:00", 250}});
+  EXPECT_TRUE(Has(line, "<polyline"));
+  EXPECT_TRUE(Has(line, "<title>11:00: 50.0% failed</title>"));
+  EXPECT_TRUE(Has(line, "<title>12:00: 100.0% failed</title>")) << "clamped to 100";
+}
+
+TEST(UpdaterDashboard, RolloutsWithWavesFailureChartAndPauseResumeAbortByRole) {
+  ServiceFixture f;
+  Fleet fleet(f);
+  Reply created = f.Call("POST", "/api/v1/rollouts",
+                         Json{{"name", "software"}, {"version", "5.3.0"}, {"channel", "stable"},
+                              {"waves", Json::array({Json{{"percent", 100}}})}, {"success_threshold", 100},
+                              {"error_threshold", 100}}.dump(),
+                         f.token("publisher"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string rid = std::to_string(created.json["rollout"]["id"].get<std::int64_t>());
+  Refresh(f);
+  // A member that fails once: offered 1, failed 1, a point at 100 % on the chart.
+  ASSERT_EQ(Checkin(f, fleet.a, {{"software", "5.2.0"}}).status, 200);
+  ASSERT_EQ(PostEvents(f, fleet.a, Json::array({Event("failure", "software", "5.3.0")})).status, 200);
+  Refresh(f);
+  const std::string state_sql = "SELECT state FROM rollouts WHERE id = " + rid;
+  const std::string before = SqlValue(f, state_sql);
+
+  Browser reader = SignedIn(f, "rita", web::Role::kReadOnly);
+  HttpReply page = reader.Get("/dashboard/fleet");
+  ASSERT_EQ(page.status, 200);
+  EXPECT_TRUE(Has(page.body, "id=\"rollout-" + rid + "\"")) << page.body;
+  EXPECT_TRUE(Has(page.body, "<td>0</td><td>100 %</td>"));
+  EXPECT_TRUE(Has(page.body, "</td><td>1</td><td>0</td><td>1</td></tr>")) << "offered 1, succeeded 0, failed 1";
+  EXPECT_TRUE(Has(page.body, "id=\"rollout-" + rid + "-failures\""));
+  EXPECT_TRUE(Has(page.body, "100.0% failed</title>"));
+  EXPECT_FALSE(Has(page.body, "/dashboard/rollouts/" + rid + "/pause")) << "read-only: no controls";
+
+  if (before != "active") Sql(f, "UPDATE rollouts SET state = 'active', pause_reason = NULL WHERE id = " + rid);
+  Browser sup = SignedIn(f, "sam", web::Role::kSupport);
+  Browser admin = SignedIn(f, "ada", web::Role::kAdmin);
+  const std::string pause = "/dashboard/rollouts/" + rid + "/pause", resume = "/dashboard/rollouts/" + rid + "/resume",
+                    abort = "/dashboard/rollouts/" + rid + "/abort";
+  HttpReply sup_page = sup.Get("/dashboard/fleet");
+  EXPECT_FALSE(Has(sup_page.body, abort)) << "support may not abort";
+  const std::string pause_token = Browser::Token(sup_page.body, pause);
+  ASSERT_EQ(pause_token.size(), 64u) << sup_page.body;
+  EXPECT_EQ(reader.Post(pause, "csrf_token=" + pause_token).status, 403) << "read-only";
+  EXPECT_EQ(sup.Post(pause, "reason=x").status, 403) << "no CSRF token";
+  EXPECT_EQ(sup.Post(pause, "csrf_token=" + std::string(64, '0')).status, 403);
+  EXPECT_EQ(SqlValue(f, state_sql), "active");
+
+  HttpReply paused = sup.Post(pause, "csrf_token=" + pause_token + "&reason=" + FormEncode("too many <failures>"));
+  ASSERT_EQ(paused.status, 200) << paused.body;
+  EXPECT_TRUE(Has(paused.body, "pause done; it is now paused"));
+  EXPECT_TRUE(Has(paused.body, "Paused: too many &lt;failures&gt;"));
+  EXPECT_EQ(SqlValue(f, state_sql), "paused");
+  EXPECT_EQ(SqlValue(f, "SELECT actor FROM audit WHERE action = 'rollout.pause'"), "dashboard:sam");
+  HttpReply twice = sup.Post(pause, "csrf_token=" + pause_token);
+  EXPECT_EQ(twice.status, 200);
+  EXPECT_TRUE(Has(twice.body, "id=\"pause-" + rid + "-error\"")) << twice.body;
+
+  HttpReply resumed = PostForm(sup, "/dashboard/fleet", resume, "");
+  ASSERT_EQ(resumed.status, 200);
+  EXPECT_EQ(SqlValue(f, state_sql), "active");
+  const std::string abort_token = Browser::Token(admin.Get("/dashboard/fleet").body, abort);
+  EXPECT_EQ(sup.Post(abort, "csrf_token=" + abort_token).status, 403) << "support may not abort";
+  EXPECT_EQ(SqlValue(f, state_sql), "active");
+  HttpReply aborted = admin.Post(abort, "csrf_token=" + abort_token + "&reason=bad");
+  ASSERT_EQ(aborted.status, 200) << aborted.body;
+  EXPECT_EQ(SqlValue(f, state_sql), "aborted");
+  EXPECT_EQ(SqlValue(f, "SELECT actor || ' ' || (detail->>'reason') FROM audit WHERE action = 'rollout.abort'"), "dashboard:ada bad");
+  EXPECT_EQ(admin.Post("/dashboard/rollouts/999/abort", "csrf_token=" +
+                       Browser::Token(admin.Get("/dashboard/fleet").body, abort)).status, 403)
+      << "a token is bound to its path";
+}
+
+TEST(UpdaterDashboard, AccountAdministrationAndOwnPasswordChange) {
+  ServiceFixture f;
+  Browser admin = SignedIn(f, "ada", web::Role::kAdmin);
+  Browser sup = SignedIn(f, "sam", web::Role::kSupport);
+  EXPECT_EQ(sup.Get("/dashboard/accounts").status, 403);
+  EXPECT_FALSE(Has(sup.Get("/dashboard").body, "/dashboard/accounts"));
+  HttpReply list = admin.Get("/dashboard/accounts");
+  ASSERT_EQ(list.status, 200);
+  ExpectSecureHtml(list);
+  EXPECT_TRUE(Has(list.body, "<td>sam</td>"));
+  const std::string create = "/dashboard/accounts";
+  const std::string token = Browser::Token(list.body, create);
+  EXPECT_EQ(sup.Post(create, "csrf_token=" + token + "&name=x&role=admin&password=" + FormEncode(kPassword)).status, 403);
+  auto post = [&](const std::string& fields) { return admin.Post(create, "csrf_token=" + token + fields); };
+  EXPECT_TRUE(Has(post("&name=&role=support&password=" + FormEncode(kPassword)).body, "id=\"name-error\""));
+  EXPECT_TRUE(Has(post("&name=neo&role=boss&password=" + FormEncode(kPassword)).body, "id=\"role-error\""));
+  EXPECT_TRUE(Has(post("&name=neo&role=support&password=short").body, "id=\"password-error\""));
+  EXPECT_TRUE(Has(post("&name=sam&role=support&password=" + FormEncode(kPassword)).body, "id=\"name-error\""));
+  EXPECT_TRUE(Has(post("&name=" + FormEncode("<Bad>") + "&role=support&password=" + FormEncode(kPassword)).body,
+                  "id=\"name-error\""));
+  HttpReply made = post("&name=neo&role=support&password=" + FormEncode(kPassword));
+  ASSERT_EQ(made.status, 200);
+  EXPECT_TRUE(Has(made.body, "Created the account neo")) << made.body;
+  EXPECT_EQ(SqlValue(f, "SELECT role FROM dashboard_accounts WHERE name = 'neo'"), "support");
+
+  HttpReply role = PostForm(admin, "/dashboard/accounts", "/dashboard/accounts/neo/role", "&role=read-only");
+  EXPECT_TRUE(Has(role.body, "now has the role read-only")) << role.body;
+  EXPECT_EQ(SqlValue(f, "SELECT role FROM dashboard_accounts WHERE name = 'neo'"), "read-only");
+  HttpReply self = PostForm(admin, "/dashboard/accounts", "/dashboard/accounts/ada/role", "&role=support");
+  EXPECT_TRUE(Has(self.body, "id=\"role-ada-error\"")) << self.body;
+  EXPECT_EQ(SqlValue(f, "SELECT role FROM dashboard_accounts WHERE name = 'ada'"), "admin");
+  HttpReply self_off = PostForm(admin, "/dashboard/accounts", "/dashboard/accounts/ada/disable", "&disabled=1");
+  EXPECT_TRUE(Has(self_off.body, "id=\"disable-ada-error\"")) << self_off.body;
+  HttpReply off = PostForm(admin, "/dashboard/accounts", "/dashboard/accounts/sam/disable", "&disabled=1");
+  EXPECT_TRUE(Has(off.body, "sam is now disabled")) << off.body;
+  EXPECT_EQ(sup.Get("/dashboard").status, 303) << "the disabled account's session ended";
+
+  // The own password: errors next to the fields, then the change, a fresh session, the new password.
+  Browser neo(f.port());
+  ASSERT_EQ(neo.Login("neo", kPassword).status, 303);
+  const std::string pw = "/dashboard/password";
+  auto change = [&](const std::string& current, const std::string& next, const std::string& again) {
+    return PostForm(neo, pw, pw, "&current=" + FormEncode(current) + "&password=" + FormEncode(next) + "&password2=" +
+                                     FormEncode(again));
+  };
+  EXPECT_TRUE(Has(change("", "a new long password", "a new long password").body, "id=\"current-error\""));
+  EXPECT_TRUE(Has(change("wrong password here", "a new long password", "a new long password").body, "id=\"current-error\""));
+  EXPECT_TRUE(Has(change(std::string(kPassword), "a new long password", "another one").body, "id=\"password2-error\""));
+  EXPECT_TRUE(Has(change(std::string(kPassword), "short", "short").body, "id=\"password-error\""));
+  HttpReply ok = change(std::string(kPassword), "a new long password", "a new long password");
+  ASSERT_EQ(ok.status, 303) << ok.body;
+  EXPECT_EQ(ok.Header("Location").value_or(""), "/dashboard/password?changed=1");
+  EXPECT_TRUE(Has(neo.Get("/dashboard/password?changed=1").body, "Your password was changed."));
+  Browser again(f.port());
+  EXPECT_EQ(again.Login("neo", kPassword).status, 200) << "the old password no longer works";
+  EXPECT_EQ(again.Login("neo", "a new long password").status, 303);
 }
 
 }  // namespace

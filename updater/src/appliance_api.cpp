@@ -268,6 +268,12 @@ struct ApplianceApi {
     if (answer->status < 200 || answer->status > 599) {
       return ApiError(502, "keyserver_refused", "keyserver answered with status " + std::to_string(answer->status));
     }
+    if (answer->status >= 200 && answer->status < 300) {
+      // For support's search by licence; a failure here must not fail the enrolment.
+      if (auto st = RecordEnrolmentLicence(ctx->pool, answer->body, ctx->clock.Now()); !st.ok()) {
+        ctx->Log("enrol: licence reference not recorded: " + st.error().message());
+      }
+    }
     // Verbatim: the keyserver's codes (unknown_licence, licence_bound, ...) are the contract.
     Response r(answer->status);
     r.body = std::move(answer->body);
@@ -635,6 +641,32 @@ Expected<std::shared_ptr<CachedAppliance>> ApplianceFromRecord(const std::string
   a->maintenance_end = record.maintenance_end;
   a->revoked = record.revoked;
   return a;
+}
+
+Status RecordEnrolmentLicence(db::Pool& pool, std::string_view keyserver_answer, SysTime now) {
+  auto parsed = ParseJson(keyserver_answer);
+  if (!parsed.ok()) return Error(Errc::kParse, "enrolment answer: not JSON");
+  const Json& a = *parsed;
+  if (!a.is_object() || !a.contains("appliance_id") || !a["appliance_id"].is_string() || !a.contains("licence") ||
+      !a["licence"].is_object() || !a["licence"].contains("signed") || !a["licence"]["signed"].is_object()) {
+    return Error(Errc::kParse, "enrolment answer: no appliance_id or licence");
+  }
+  const std::string id = a["appliance_id"].get<std::string>();
+  if (!trust::IsValidApplianceId(id)) return Error(Errc::kParse, "enrolment answer: not an appliance id");
+  const Json& signed_part = a["licence"]["signed"];
+  if (!signed_part.contains("licence_key") || !signed_part["licence_key"].is_string() ||
+      signed_part["licence_key"].get_ref<const std::string&>().empty()) {
+    return Error(Errc::kParse, "enrolment answer for " + id + ": licence without a licence key");
+  }
+  // Only the hash: the licence key is the credential that enrols an appliance.
+  const std::string digest = Sha256Hex(signed_part["licence_key"].get_ref<const std::string&>());
+  return db::WithTransaction(pool, [&](db::Connection& c) -> Status {
+    UPK_TRY(c.Exec("INSERT INTO appliance_licences (appliance_id, licence_sha256, recorded_at) VALUES ($1, $2, $3) "
+                   "ON CONFLICT (appliance_id) DO UPDATE SET licence_sha256 = excluded.licence_sha256, "
+                   "recorded_at = excluded.recorded_at",
+                   id, digest, now));
+    return OkStatus();
+  });
 }
 
 Status InsertAppliance(db::Connection& c, const CachedAppliance& a, SysTime now) {

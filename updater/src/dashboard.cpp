@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
+#include <set>
 #include <mutex>
 
 #include "fleet_state.hpp"
@@ -140,7 +142,9 @@ struct Dashboard {
   }
 
   std::string Nav(const web::Principal& p) const {
-    return "<nav><a href=\"/dashboard\">Find an appliance</a> | signed in as " + HtmlEscape(p.account.name) + " (" +
+    return "<nav><a href=\"/dashboard\">Find an appliance</a> | <a href=\"/dashboard/fleet\">Fleet</a> | " +
+           std::string(p.account.role == web::Role::kAdmin ? "<a href=\"/dashboard/accounts\">Accounts</a> | " : "") +
+           "<a href=\"/dashboard/password\">Password</a> | signed in as " + HtmlEscape(p.account.name) + " (" +
            HtmlEscape(web::RoleName(p.account.role)) + ") <form method=\"post\" action=\"/dashboard/logout\">" +
            Csrf(p, "/dashboard/logout") + "<button type=\"submit\">Sign out</button></form></nav>";
   }
@@ -350,7 +354,7 @@ struct Dashboard {
     std::string error;
     if (q.size() > kMaxQueryBytes) error = "at most " + std::to_string(kMaxQueryBytes) + " bytes";
     std::string c =
-        "<form method=\"get\" action=\"/dashboard\" role=\"search\"><label for=\"q\">Appliance id or customer</label>"
+        "<form method=\"get\" action=\"/dashboard\" role=\"search\"><label for=\"q\">Appliance id, customer or licence reference</label>"
         "<input id=\"q\" name=\"q\" value=\"" + HtmlEscape(q) + "\" required>" + ErrorP("q", error) +
         "<p><button type=\"submit\">Find</button></p></form>\n";
     if (q.empty() || !error.empty()) return Page(200, "Find an appliance", c, Nav(p));
@@ -359,6 +363,8 @@ struct Dashboard {
       UPK_TRY_ASSIGN(db::Result r, conn.Exec(
           "SELECT appliance_id, customer, channel, status, installed::text AS installed, last_checkin FROM appliances "
           "WHERE appliance_id = lower($1) OR appliance_id LIKE lower($2) || '%' OR customer ILIKE '%' || $2 || '%' "
+          "OR (length($1) >= 8 AND EXISTS (SELECT 1 FROM appliance_licences l WHERE l.appliance_id = appliances.appliance_id "
+          "AND l.licence_sha256 LIKE lower($2) || '%')) "
           "ORDER BY (appliance_id = lower($1)) DESC, customer, appliance_id LIMIT $3",
           q, Like(q), static_cast<std::int64_t>(kMaxResults)));
       Json list = Json::array();
@@ -410,18 +416,23 @@ struct Dashboard {
     std::optional<std::int64_t> offset;
     SysTime maintenance_end{};
     std::optional<Json> assignment;  // issued, expires, steps
+    std::vector<std::string> groups, channels;  // its groups; every channel (for the move form)
+    std::optional<std::string> pinned_by, pinned_reason, licence;
     std::vector<std::array<std::string, 4>> downloads;  // name, version, bundle, at
     Json events = Json::array();
   };
 
-  Response AppliancePage(const Request& req, const web::Principal& p, const std::string& message, bool error) {
+  Response AppliancePage(const Request& req, const web::Principal& p, const std::string& message, bool error,
+                         const std::map<std::string, std::string>& field_errors = {}) {
     const std::string id(req.PathParam("id"));
     if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
     auto got = ctx->Transact<std::optional<Detail>>("dashboard appliance", [&](db::Connection& c, std::optional<Response>&)
                                                                               -> Expected<std::optional<Detail>> {
       Detail d;
       UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT customer, channel, status, installed::text AS installed, agent_version, "
-                                          "last_checkin, clock_offset_seconds, maintenance_end FROM appliances "
+                                          "last_checkin, clock_offset_seconds, maintenance_end, to_jsonb(groups)::text AS groups, "
+                                          "pinned_by, pinned_reason, (SELECT licence_sha256 FROM appliance_licences l "
+                                          "WHERE l.appliance_id = appliances.appliance_id) AS licence FROM appliances "
                                           "WHERE appliance_id = $1", id));
       if (r.rows() == 0) return std::optional<Detail>();
       UPK_TRY_ASSIGN(d.customer, r.Get<std::string>(0, "customer"));
@@ -434,6 +445,19 @@ struct Dashboard {
       UPK_TRY_ASSIGN(d.last_checkin, r.GetOptional<SysTime>(0, "last_checkin"));
       UPK_TRY_ASSIGN(d.offset, r.GetOptional<std::int64_t>(0, "clock_offset_seconds"));
       UPK_TRY_ASSIGN(d.maintenance_end, r.Get<SysTime>(0, "maintenance_end"));
+      UPK_TRY_ASSIGN(std::string groups, r.Get<std::string>(0, "groups"));
+      UPK_TRY_ASSIGN(Json group_list, ParseJson(groups));
+      for (const Json& g : group_list) {
+        if (g.is_string()) d.groups.push_back(g.get<std::string>());
+      }
+      UPK_TRY_ASSIGN(d.pinned_by, r.GetOptional<std::string>(0, "pinned_by"));
+      UPK_TRY_ASSIGN(d.pinned_reason, r.GetOptional<std::string>(0, "pinned_reason"));
+      UPK_TRY_ASSIGN(d.licence, r.GetOptional<std::string>(0, "licence"));
+      UPK_TRY_ASSIGN(db::Result ch, c.Exec("SELECT name FROM channels ORDER BY name"));
+      for (int i = 0; i < ch.rows(); ++i) {
+        UPK_TRY_ASSIGN(std::string name, ch.Get<std::string>(i, "name"));
+        d.channels.push_back(std::move(name));
+      }
       UPK_TRY_ASSIGN(db::Result a, c.Exec("SELECT envelope FROM assignments WHERE appliance_id = $1", id));
       if (a.rows() > 0) {
         UPK_TRY_ASSIGN(std::string text, a.Get<std::string>(0, "envelope"));
@@ -495,7 +519,12 @@ struct Dashboard {
          HtmlEscape(d.status) + "</td></tr><tr><th>Licence maintenance ends</th><td>" + HtmlEscape(FormatTimestamp(d.maintenance_end)) +
          "</td></tr><tr><th>Agent version</th><td>" + HtmlEscape(d.agent_version) + "</td></tr><tr><th>Last check-in</th><td>" +
          HtmlEscape(d.last_checkin ? FormatTimestamp(*d.last_checkin) : "never") + "</td></tr><tr><th>Clock offset</th><td>" +
-         HtmlEscape(Offset(d.offset)) + "</td></tr></table>\n";
+         HtmlEscape(Offset(d.offset)) + "</td></tr><tr><th>Groups</th><td>" + HtmlEscape(Joined(d.groups)) +
+         "</td></tr><tr><th>Licence reference</th><td id=\"licence\">" +
+         HtmlEscape(d.licence ? d.licence->substr(0, 16) : "unknown (enrolled before the updater recorded licences)") +
+         "</td></tr><tr><th>Pinned</th><td id=\"pinned\">" +
+         HtmlEscape(d.pinned_by && d.pinned_reason ? "pinned by " + *d.pinned_by + ": " + *d.pinned_reason : "no") +
+         "</td></tr></table>\n";
 
     c += "<h3>Installed versions</h3><table id=\"installed\"><tr><th>Package</th><th>Version</th></tr>";
     packages::Installed installed;
@@ -530,6 +559,8 @@ struct Dashboard {
       auto plan = PlanAppliance(*fleet->snapshot(), *cached, installed, ctx->clock.Now(), ctx->config.assignment_validity);
       if (!plan.ok()) {
         c += "<p class=\"error\">the plan could not be computed: " + HtmlEscape(plan.error().message()) + "</p>";
+      } else if (!cached->pin.empty()) {
+        c += "<p id=\"plan\">Held at its installed versions, nothing newer is offered: " + HtmlEscape(cached->pin) + "</p>";
       } else if (plan->assignment.steps.empty()) {
         c += "<p id=\"plan\">Up to date: nothing to install.</p>";
       } else {
@@ -583,7 +614,483 @@ struct Dashboard {
       }
       c += "</table>";
     }
+    c += ManageForms(p, id, d, field_errors);
     return Page(200, "Appliance " + id, c, Nav(p));
+  }
+
+  static std::string Joined(const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+    return out;
+  }
+
+  // Move / groups (admin), pin (support), revoke (admin).
+  std::string ManageForms(const web::Principal& p, const std::string& id, const Detail& d,
+                          const std::map<std::string, std::string>& errors) const {
+    auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : std::string(); };
+    const std::string base = "/dashboard/appliances/" + id;
+    std::string c = "<h3>Manage</h3>";
+    const bool admin = p.account.role == web::Role::kAdmin;
+    const bool support = web::Permits(p.account.role, web::Role::kSupport);
+    if (admin) {
+      c += "<form method=\"post\" action=\"" + HtmlEscape(base + "/assign") + "\" novalidate>" + Csrf(p, base + "/assign") +
+           "<label for=\"channel\">Channel</label><select id=\"channel\" name=\"channel\">";
+      for (const auto& ch : d.channels) {
+        c += "<option value=\"" + HtmlEscape(ch) + "\"" + (ch == d.channel ? " selected" : "") + ">" + HtmlEscape(ch) + "</option>";
+      }
+      c += "</select>" + err("channel") +
+           "<label for=\"groups\">Groups (separated by commas or spaces)</label><input id=\"groups\" name=\"groups\" value=\"" +
+           HtmlEscape(Joined(d.groups)) + "\">" + err("groups") + "<p><button type=\"submit\">Save channel and groups</button></p></form>";
+    }
+    if (support) {
+      if (d.pinned_by) {
+        c += "<form method=\"post\" action=\"" + HtmlEscape(base + "/unpin") + "\">" + Csrf(p, base + "/unpin") +
+             "<p><button type=\"submit\">Unpin</button></p></form>";
+      } else {
+        c += "<form method=\"post\" action=\"" + HtmlEscape(base + "/pin") + "\" novalidate>" + Csrf(p, base + "/pin") +
+             "<label for=\"reason\">Pin at the installed versions; reason</label><input id=\"reason\" name=\"reason\">" +
+             err("reason") + "<p><button type=\"submit\">Pin</button></p></form>";
+      }
+    } else {
+      c += "<p>(support role needed to pin)</p>";
+    }
+    if (admin && d.status != "revoked") {
+      c += "<form method=\"post\" action=\"" + HtmlEscape(base + "/revoke") + "\" novalidate>" + Csrf(p, base + "/revoke") +
+           "<label for=\"confirm\">Revoke: type the appliance id to confirm</label><input id=\"confirm\" name=\"confirm\" "
+           "autocomplete=\"off\">" + err("confirm") + "<p><button type=\"submit\">Revoke this appliance</button></p></form>";
+    }
+    return c;
+  }
+
+  // The operator API's {"error": {"message"}} of a refusal, for the page.
+  static std::string ApiMessage(const Response& r) {
+    auto parsed = ParseJson(r.body);
+    if (parsed.ok() && parsed->is_object() && parsed->contains("error") && (*parsed)["error"].is_object() &&
+        (*parsed)["error"].contains("message") && (*parsed)["error"]["message"].is_string()) {
+      return (*parsed)["error"]["message"].get<std::string>();
+    }
+    return "refused (status " + std::to_string(r.status) + ")";
+  }
+
+  // The common start of a state-changing form: session, role, Origin + CSRF.
+  std::variant<std::pair<web::Principal, web::Form>, Response> Begin(const Request& req, web::Role need) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    web::Principal& p = std::get<web::Principal>(s);
+    if (auto refusal = auth().RequireRole(p, need)) return Refused(403, refusal->reason);
+    auto form = CheckedForm(req, p);
+    if (auto* r = std::get_if<Response>(&form)) return std::move(*r);
+    return std::make_pair(std::move(p), std::get<web::Form>(std::move(form)));
+  }
+
+  Response ApplianceChangeResult(const Request& req, const web::Principal& p, const std::string& id,
+                                 const ApplianceChange& change, const std::string& done, const std::string& field) {
+    auto got = ChangeAppliance(*ctx, *fleet, id, change, "dashboard:" + p.account.name);
+    if (auto* r = std::get_if<Response>(&got)) {
+      if (r->status == 404 && ApiMessage(*r).starts_with("no appliance")) return Refused(404, ApiMessage(*r));
+      if (r->status >= 500) return Refused(r->status, "the database is unavailable; try again");
+      return AppliancePage(req, p, "", false, {{field, ApiMessage(*r)}});
+    }
+    ctx->Log("dashboard: dashboard:" + p.account.name + " " + done + " " + id);
+    return AppliancePage(req, p, done + ".", false);
+  }
+
+  Response AssignPost(const Request& req) {
+    auto b = Begin(req, web::Role::kAdmin);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    auto channel = f.Single("channel");
+    auto groups_text = f.Single("groups");
+    std::map<std::string, std::string> errors;
+    if (!channel.ok() || channel->empty()) errors["channel"] = "choose a channel";
+    std::vector<std::string> groups;
+    if (!groups_text.ok()) {
+      errors["groups"] = "give the groups once";
+    } else {
+      std::string cur;
+      std::set<std::string> seen;
+      auto flush = [&] {
+        if (cur.empty()) return;
+        bool ok = cur.size() <= 32;
+        for (std::size_t i = 0; i < cur.size(); ++i) {
+          const char ch = cur[i];
+          ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (i > 0 && ch == '-'));
+        }
+        if (!ok) errors["groups"] = "group names are [a-z0-9][a-z0-9-]{0,31}: '" + cur + "' is not";
+        seen.insert(cur);
+        cur.clear();
+      };
+      for (char ch : *groups_text) {
+        if (ch == ',' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n') {
+          flush();
+        } else {
+          cur += ch;
+        }
+      }
+      flush();
+      if (seen.size() > 32) errors["groups"] = "at most 32 groups";
+      groups.assign(seen.begin(), seen.end());
+    }
+    if (!errors.empty()) return AppliancePage(req, p, "", false, errors);
+    ApplianceChange change;
+    change.channel = *channel;
+    change.groups = groups;
+    return ApplianceChangeResult(req, p, id, change, "Saved the channel and groups of", "channel");
+  }
+
+  Response PinPost(const Request& req) {
+    auto b = Begin(req, web::Role::kSupport);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    auto reason = f.Single("reason");
+    bool ok = reason.ok() && !reason->empty() && reason->size() <= 500;
+    if (ok) {
+      for (char ch : *reason) ok = ok && static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+    }
+    if (!ok) return AppliancePage(req, p, "", false, {{"reason", "give a reason: 1..500 characters without control characters"}});
+    ApplianceChange change;
+    change.pinned = std::optional<PinChange>(PinChange{*reason});
+    return ApplianceChangeResult(req, p, id, change, "Pinned", "reason");
+  }
+
+  Response UnpinPost(const Request& req) {
+    auto b = Begin(req, web::Role::kSupport);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    (void)f;
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    ApplianceChange change;
+    change.pinned = std::optional<PinChange>();
+    return ApplianceChangeResult(req, p, id, change, "Unpinned", "reason");
+  }
+
+  Response RevokePost(const Request& req) {
+    auto b = Begin(req, web::Role::kAdmin);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string id(req.PathParam("id"));
+    if (!trust::IsValidApplianceId(id)) return Refused(404, "not an appliance id");
+    auto confirm = f.Single("confirm");
+    if (!confirm.ok() || *confirm != id) {
+      return AppliancePage(req, p, "", false, {{"confirm", "type this appliance's id exactly to confirm the revocation"}});
+    }
+    ApplianceChange change;
+    change.revoke = true;
+    return ApplianceChangeResult(req, p, id, change, "Revoked", "confirm");
+  }
+
+  // ---- the fleet ----
+
+  Response FleetPage(const Request& req, const web::Principal& p, const std::map<std::string, std::string>& errors,
+                     const std::string& message) {
+    (void)req;
+    struct Data {
+      std::vector<ChartBar> versions;
+      std::vector<Json> rollouts;
+      std::vector<std::vector<ChartPoint>> failure_rates;
+    };
+    auto got = ctx->Transact<Data>("dashboard fleet", [&](db::Connection& c, std::optional<Response>&) -> Expected<Data> {
+      Data d;
+      UPK_TRY_ASSIGN(db::Result v, c.Exec("SELECT i.key AS name, i.value AS version, count(*) AS n FROM appliances a, "
+                                          "jsonb_each_text(a.installed) i GROUP BY i.key, i.value ORDER BY i.key, i.value "
+                                          "LIMIT 200"));
+      for (int i = 0; i < v.rows(); ++i) {
+        ChartBar b;
+        UPK_TRY_ASSIGN(std::string name, v.Get<std::string>(i, "name"));
+        UPK_TRY_ASSIGN(std::string version, v.Get<std::string>(i, "version"));
+        UPK_TRY_ASSIGN(b.value, v.Get<std::int64_t>(i, "n"));
+        b.label = name + " " + version;
+        d.versions.push_back(std::move(b));
+      }
+      UPK_TRY_ASSIGN(db::Result r, c.Exec("SELECT id FROM rollouts ORDER BY id DESC LIMIT 20"));
+      for (int i = 0; i < r.rows(); ++i) {
+        UPK_TRY_ASSIGN(std::int64_t id, r.Get<std::int64_t>(i, "id"));
+        UPK_TRY_ASSIGN(auto rollout, LoadRolloutJson(c, id));
+        if (!rollout) continue;
+        // Failures among the results its members reported, per hour of the rollout's life.
+        UPK_TRY_ASSIGN(db::Result h, c.Exec(
+            "SELECT to_char(date_trunc('hour', e.received_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00') AS hour, "
+            "count(*) FILTER (WHERE e.type = 'failure') AS failed, count(*) AS results FROM events e "
+            "JOIN rollout_members m ON m.appliance_id = e.appliance_id AND m.rollout_id = $1 "
+            "WHERE e.name = $2 AND e.version = $3 AND e.type IN ('success', 'failure') "
+            "GROUP BY 1 ORDER BY 1 LIMIT 500",
+            id, (*rollout)["name"].get<std::string>(), (*rollout)["version"].get<std::string>()));
+        std::vector<ChartPoint> points;
+        for (int j = 0; j < h.rows(); ++j) {
+          ChartPoint pt;
+          UPK_TRY_ASSIGN(pt.label, h.Get<std::string>(j, "hour"));
+          UPK_TRY_ASSIGN(std::int64_t failed, h.Get<std::int64_t>(j, "failed"));
+          UPK_TRY_ASSIGN(std::int64_t results, h.Get<std::int64_t>(j, "results"));
+          pt.value = results > 0 ? 100.0 * static_cast<double>(failed) / static_cast<double>(results) : 0.0;
+          points.push_back(std::move(pt));
+        }
+        d.rollouts.push_back(std::move(*rollout));
+        d.failure_rates.push_back(std::move(points));
+      }
+      return d;
+    }, db::TxOptions{.isolation = db::Isolation::kRepeatableRead, .read_only = true});
+    if (auto* r = std::get_if<Response>(&got)) return Refused(r->status, "the database is unavailable; try again");
+    const Data& d = std::get<Data>(got);
+    std::string c;
+    if (!message.empty()) c += "<p class=\"ok\" id=\"message\">" + HtmlEscape(message) + "</p>";
+    c += "<h3>Installed versions</h3>";
+    if (d.versions.empty()) {
+      c += "<p id=\"versions\">No appliance has reported yet.</p>";
+    } else {
+      c += BarChartSvg("versions-chart", "Appliances per installed version", d.versions);
+      c += "<table id=\"versions\"><tr><th>Package</th><th>Appliances</th></tr>";
+      for (const auto& b : d.versions) c += "<tr><td>" + HtmlEscape(b.label) + "</td><td>" + std::to_string(b.value) + "</td></tr>";
+      c += "</table>";
+    }
+    c += "<h3>Rollouts</h3>";
+    if (d.rollouts.empty()) c += "<p id=\"rollouts\">No rollouts.</p>";
+    const bool support = web::Permits(p.account.role, web::Role::kSupport);
+    const bool admin = p.account.role == web::Role::kAdmin;
+    for (std::size_t i = 0; i < d.rollouts.size(); ++i) {
+      const Json& ro = d.rollouts[i];
+      const std::string id = std::to_string(ro["id"].get<std::int64_t>());
+      const std::string state = ro["state"].get<std::string>();
+      c += "<section id=\"rollout-" + id + "\"><h4>Rollout " + id + ": " + HtmlEscape(ro["name"].get<std::string>()) + " " +
+           HtmlEscape(ro["version"].get<std::string>()) + " on " + HtmlEscape(ro["channel"].get<std::string>()) +
+           " <span class=\"state\" id=\"rollout-" + id + "-state\">" + HtmlEscape(state) + "</span></h4>";
+      for (const char* verb : {"pause", "resume", "abort"}) {  // a refusal, next to the rollout's controls
+        auto e = errors.find(std::string(verb) + "-" + id);
+        if (e != errors.end()) c += ErrorP(e->first, e->second);
+      }
+      if (ro["pause_reason"].is_string()) c += "<p>Paused: " + HtmlEscape(ro["pause_reason"].get<std::string>()) + "</p>";
+      c += "<table><tr><th>Wave</th><th>Who</th><th>Opened</th><th>Offered</th><th>Succeeded</th><th>Failed</th></tr>";
+      for (const Json& w : ro["waves"]) {
+        std::string who = w.contains("percent") ? std::to_string(w["percent"].get<std::int64_t>()) + " %" : "";
+        if (w.contains("groups")) {
+          std::string g;
+          for (const Json& x : w["groups"]) g += (g.empty() ? "" : ", ") + x.get<std::string>();
+          who += (who.empty() ? "groups " : "; groups ") + g;
+        }
+        c += "<tr><td>" + std::to_string(w["index"].get<std::int64_t>()) + "</td><td>" + HtmlEscape(who) + "</td><td>" +
+             HtmlEscape(w["opened_at"].is_string() ? w["opened_at"].get<std::string>() : "not yet") + "</td><td>" +
+             std::to_string(w["members"].get<std::int64_t>()) + "</td><td>" + std::to_string(w["succeeded"].get<std::int64_t>()) +
+             "</td><td>" + std::to_string(w["failed"].get<std::int64_t>()) + "</td></tr>";
+      }
+      c += "</table>";
+      if (!d.failure_rates[i].empty()) {
+        c += LineChartSvg("rollout-" + id + "-failures", "Failure rate per hour, rollout " + id, d.failure_rates[i]);
+      } else {
+        c += "<p>No results reported yet.</p>";
+      }
+      auto control = [&](const std::string& verb, const std::string& label, bool with_reason) {
+        const std::string action = "/dashboard/rollouts/" + id + "/" + verb;
+        std::string f = "<form method=\"post\" action=\"" + action + "\" novalidate>" + Csrf(p, action);
+        if (with_reason) {
+          const std::string fid = verb + "-reason-" + id;
+          f += "<label for=\"" + fid + "\">Reason (optional)</label><input id=\"" + fid + "\" name=\"reason\">";
+        }
+        return f + "<button type=\"submit\">" + label + "</button></form>";
+      };
+      if (support && (state == "active" || state == "scheduled")) c += control("pause", "Pause", true);
+      if (support && state == "paused") c += control("resume", "Resume", false);
+      if (admin && (state == "active" || state == "scheduled" || state == "paused")) c += control("abort", "Abort", true);
+      c += "</section>";
+    }
+    return Page(200, "Fleet", c, Nav(p));
+  }
+
+  Response FleetGet(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    return FleetPage(req, std::get<web::Principal>(s), {}, "");
+  }
+
+  // The operator API's roles: support pauses and resumes, publisher (here: admin) aborts.
+  Response RolloutPost(const Request& req, RolloutTransition t) {
+    auto b = Begin(req, t == RolloutTransition::kAbort ? web::Role::kAdmin : web::Role::kSupport);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string id_text(req.PathParam("id"));
+    std::int64_t id = 0;
+    auto [ptr, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
+    if (ec != std::errc() || ptr != id_text.data() + id_text.size() || id < 1) return Refused(404, "not a rollout id");
+    const std::string verb = t == RolloutTransition::kPause ? "pause" : t == RolloutTransition::kResume ? "resume" : "abort";
+    std::optional<std::string> reason;
+    if (t != RolloutTransition::kResume) {
+      auto given = f.Optional("reason");
+      if (!given.ok()) return FleetPage(req, p, {{verb + "-" + id_text, "give the reason once"}}, "");
+      if (*given && !(*given)->empty()) {
+        bool ok = (*given)->size() <= 500;
+        for (char ch : **given) ok = ok && static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+        if (!ok) return FleetPage(req, p, {{verb + "-" + id_text, "at most 500 characters without control characters"}}, "");
+        reason = **given;
+      }
+    }
+    auto got = ChangeRolloutState(*ctx, *fleet, id, t, reason, "dashboard:" + p.account.name);
+    if (auto* r = std::get_if<Response>(&got)) {
+      if (r->status == 404) return Refused(404, ApiMessage(*r));
+      if (r->status >= 500) return Refused(r->status, "the database is unavailable; try again");
+      return FleetPage(req, p, {{verb + "-" + id_text, ApiMessage(*r)}}, "");
+    }
+    ctx->Log("dashboard: dashboard:" + p.account.name + " " + verb + " rollout " + id_text);
+    return FleetPage(req, p, {}, "Rollout " + id_text + ": " + verb + " done; it is now " +
+                                     std::get<Json>(got)["state"].get<std::string>() + ".");
+  }
+  Response PausePost(const Request& req) { return RolloutPost(req, RolloutTransition::kPause); }
+  Response ResumePost(const Request& req) { return RolloutPost(req, RolloutTransition::kResume); }
+  Response AbortPost(const Request& req) { return RolloutPost(req, RolloutTransition::kAbort); }
+
+  // ---- accounts (admin) and the own password ----
+
+  static std::string RoleSelect(const std::string& id, web::Role current) {
+    std::string s = "<select id=\"" + id + "\" name=\"role\">";
+    for (web::Role r : {web::Role::kReadOnly, web::Role::kSupport, web::Role::kAdmin}) {
+      const std::string n(web::RoleName(r));
+      s += "<option value=\"" + n + "\"" + (r == current ? " selected" : "") + ">" + n + "</option>";
+    }
+    return s + "</select>";
+  }
+
+  Response AccountsPage(const web::Principal& p, const std::map<std::string, std::string>& errors, const std::string& message,
+                        const std::string& new_name) {
+    auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : std::string(); };
+    auto list = accounts.List();
+    if (!list.ok()) return Refused(503, "the database is unavailable; try again");
+    std::string c;
+    if (!message.empty()) c += "<p class=\"ok\" id=\"message\">" + HtmlEscape(message) + "</p>";
+    c += "<table id=\"accounts\"><tr><th>Account</th><th>Role</th><th>State</th><th>Created</th><th></th></tr>";
+    for (const auto& a : *list) {
+      const std::string base = "/dashboard/accounts/" + a.name;
+      c += "<tr><td>" + HtmlEscape(a.name) + "</td><td><form method=\"post\" action=\"" + HtmlEscape(base + "/role") +
+           "\" novalidate>" + Csrf(p, base + "/role") + RoleSelect("role-" + a.name, a.role) +
+           "<button type=\"submit\">Change role</button>" + err("role-" + a.name) + "</form></td><td>" +
+           (a.disabled ? "disabled" : "active") + "</td><td>" + HtmlEscape(FormatTimestamp(a.created)) + "</td><td>" +
+           "<form method=\"post\" action=\"" + HtmlEscape(base + "/disable") + "\">" + Csrf(p, base + "/disable") +
+           "<input type=\"hidden\" name=\"disabled\" value=\"" + (a.disabled ? "0" : "1") + "\"><button type=\"submit\">" +
+           (a.disabled ? "Enable" : "Disable") + "</button>" + err("disable-" + a.name) + "</form></td></tr>";
+    }
+    c += "</table><h3>New account</h3><form method=\"post\" action=\"/dashboard/accounts\" novalidate>" +
+         Csrf(p, "/dashboard/accounts") + "<label for=\"name\">Account name</label><input id=\"name\" name=\"name\" value=\"" +
+         HtmlEscape(new_name) + "\" autocomplete=\"off\">" + err("name") + "<label for=\"role\">Role</label>" +
+         RoleSelect("role", web::Role::kReadOnly) + err("role") +
+         "<label for=\"password\">Initial password (at least 12 bytes)</label><input id=\"password\" name=\"password\" "
+         "type=\"password\" autocomplete=\"new-password\">" + err("password") +
+         "<p><button type=\"submit\">Create the account</button></p></form>";
+    return Page(200, "Accounts", c, Nav(p));
+  }
+
+  Response AccountsGet(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    const web::Principal& p = std::get<web::Principal>(s);
+    if (auto refusal = auth().RequireRole(p, web::Role::kAdmin)) return Refused(403, refusal->reason);
+    return AccountsPage(p, {}, "", "");
+  }
+
+  Response AccountCreatePost(const Request& req) {
+    auto b = Begin(req, web::Role::kAdmin);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    auto name = f.Single("name");
+    auto role_text = f.Single("role");
+    auto password = f.Single("password");
+    std::map<std::string, std::string> errors;
+    if (!name.ok() || name->empty()) errors["name"] = "enter an account name";
+    std::optional<web::Role> role = role_text.ok() ? web::ParseRole(*role_text) : std::nullopt;
+    if (!role) errors["role"] = "choose read-only, support or admin";
+    if (!password.ok() || password->empty()) errors["password"] = "enter an initial password";
+    const std::string shown = name.ok() ? *name : "";
+    if (!errors.empty()) return AccountsPage(p, errors, "", shown);
+    auto made = auth().CreateAccount(p, *name, *role, *password);
+    if (!made.ok()) {
+      const auto& why = made.refusal();
+      if (why.status >= 500) return Refused(503, "the database is unavailable; try again");
+      const std::string field = why.reason.find("password") != std::string::npos ? "password" : "name";
+      return AccountsPage(p, {{field, why.reason}}, "", shown);
+    }
+    ctx->Log("dashboard: dashboard:" + p.account.name + " created account '" + made->name + "'");
+    return AccountsPage(p, {}, "Created the account " + made->name + ".", "");
+  }
+
+  Response AccountRolePost(const Request& req) {
+    auto b = Begin(req, web::Role::kAdmin);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string name(req.PathParam("name"));
+    auto role_text = f.Single("role");
+    std::optional<web::Role> role = role_text.ok() ? web::ParseRole(*role_text) : std::nullopt;
+    if (!role) return AccountsPage(p, {{"role-" + name, "choose read-only, support or admin"}}, "", "");
+    if (name == p.account.name && *role != web::Role::kAdmin) {
+      return AccountsPage(p, {{"role-" + name, "you cannot take the admin role from yourself"}}, "", "");
+    }
+    auto found = accounts.Find(name);
+    if (!found.ok()) return Refused(503, "the database is unavailable; try again");
+    if (!*found) return Refused(404, "no account '" + name + "'");
+    web::Account a = **found;
+    a.role = *role;
+    if (auto st = accounts.Update(a); !st.ok()) return Refused(503, "the database is unavailable; try again");
+    ctx->Log("dashboard: dashboard:" + p.account.name + " gave '" + name + "' the role " + std::string(web::RoleName(*role)));
+    return AccountsPage(p, {}, "The account " + name + " now has the role " + std::string(web::RoleName(*role)) + ".", "");
+  }
+
+  Response AccountDisablePost(const Request& req) {
+    auto b = Begin(req, web::Role::kAdmin);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    const std::string name(req.PathParam("name"));
+    auto value = f.Single("disabled");
+    if (!value.ok() || (*value != "0" && *value != "1")) return AccountsPage(p, {{"disable-" + name, "disabled must be 0 or 1"}}, "", "");
+    auto done = auth().SetDisabled(p, name, *value == "1");
+    if (!done.ok()) {
+      if (done.refusal().status == 404) return Refused(404, done.refusal().reason);
+      if (done.refusal().status >= 500) return Refused(503, "the database is unavailable; try again");
+      return AccountsPage(p, {{"disable-" + name, done.refusal().reason}}, "", "");
+    }
+    ctx->Log("dashboard: dashboard:" + p.account.name + (*value == "1" ? " disabled '" : " enabled '") + name + "'");
+    return AccountsPage(p, {}, "The account " + name + " is now " + (*value == "1" ? "disabled" : "active") + ".", "");
+  }
+
+  Response PasswordPage(const web::Principal& p, const std::map<std::string, std::string>& errors, const std::string& message) {
+    auto err = [&](const std::string& f) { return errors.count(f) ? ErrorP(f, errors.at(f)) : std::string(); };
+    std::string c;
+    if (!message.empty()) c += "<p class=\"ok\" id=\"message\">" + HtmlEscape(message) + "</p>";
+    c += "<form method=\"post\" action=\"/dashboard/password\" novalidate>" + Csrf(p, "/dashboard/password") +
+         "<input type=\"hidden\" name=\"name\" value=\"" + HtmlEscape(p.account.name) + "\" autocomplete=\"username\">"
+         "<label for=\"current\">Current password</label><input id=\"current\" name=\"current\" type=\"password\" "
+         "autocomplete=\"current-password\">" + err("current") +
+         "<label for=\"password\">New password (at least 12 bytes)</label><input id=\"password\" name=\"password\" "
+         "type=\"password\" autocomplete=\"new-password\">" + err("password") +
+         "<label for=\"password2\">New password again</label><input id=\"password2\" name=\"password2\" type=\"password\" "
+         "autocomplete=\"new-password\">" + err("password2") + "<p><button type=\"submit\">Change the password</button></p></form>";
+    return Page(200, "Change your password", c, Nav(p));
+  }
+
+  Response PasswordGet(const Request& req) {
+    auto s = Session(req);
+    if (auto* r = std::get_if<Response>(&s)) return std::move(*r);
+    return PasswordPage(std::get<web::Principal>(s), {}, req.QueryParam("changed") ? "Your password was changed." : "");
+  }
+
+  Response PasswordPost(const Request& req) {
+    auto b = Begin(req, web::Role::kReadOnly);
+    if (auto* r = std::get_if<Response>(&b)) return std::move(*r);
+    auto& [p, f] = std::get<0>(b);
+    auto current = f.Single("current");
+    auto password = f.Single("password");
+    auto password2 = f.Single("password2");
+    std::map<std::string, std::string> errors;
+    if (!current.ok() || current->empty()) errors["current"] = "enter your current password";
+    if (!password.ok() || password->empty()) errors["password"] = "enter a new password";
+    if (errors.empty() && (!password2.ok() || *password2 != *password)) errors["password2"] = "the two new passwords differ";
+    if (!errors.empty()) return PasswordPage(p, errors, "");
+    auto changed = auth().ChangePassword(p, *current, *password);
+    if (!changed.ok()) {
+      const auto& why = changed.refusal();
+      if (why.status >= 500) return Refused(503, "the database is unavailable; try again");
+      return PasswordPage(p, {{why.status == 401 ? "current" : "password", why.reason}}, "");
+    }
+    ctx->Log("dashboard: '" + p.account.name + "' changed its password");
+    return Redirect("/dashboard/password?changed=1", changed->set_cookie);
   }
 
   Response ApplianceGet(const Request& req) {
@@ -676,6 +1183,20 @@ Status RegisterDashboard(const std::shared_ptr<Context>& ctx, net::Server& serve
   UPK_TRY(route(Method::kGet, "/dashboard", &Dashboard::Home));
   UPK_TRY(route(Method::kGet, "/dashboard/appliances/{id}", &Dashboard::ApplianceGet));
   UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/reenable", &Dashboard::ReenablePost));
+  UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/assign", &Dashboard::AssignPost));
+  UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/pin", &Dashboard::PinPost));
+  UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/unpin", &Dashboard::UnpinPost));
+  UPK_TRY(route(Method::kPost, "/dashboard/appliances/{id}/revoke", &Dashboard::RevokePost));
+  UPK_TRY(route(Method::kGet, "/dashboard/fleet", &Dashboard::FleetGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/rollouts/{id}/pause", &Dashboard::PausePost));
+  UPK_TRY(route(Method::kPost, "/dashboard/rollouts/{id}/resume", &Dashboard::ResumePost));
+  UPK_TRY(route(Method::kPost, "/dashboard/rollouts/{id}/abort", &Dashboard::AbortPost));
+  UPK_TRY(route(Method::kGet, "/dashboard/accounts", &Dashboard::AccountsGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/accounts", &Dashboard::AccountCreatePost));
+  UPK_TRY(route(Method::kPost, "/dashboard/accounts/{name}/role", &Dashboard::AccountRolePost));
+  UPK_TRY(route(Method::kPost, "/dashboard/accounts/{name}/disable", &Dashboard::AccountDisablePost));
+  UPK_TRY(route(Method::kGet, "/dashboard/password", &Dashboard::PasswordGet));
+  UPK_TRY(route(Method::kPost, "/dashboard/password", &Dashboard::PasswordPost));
   return OkStatus();
 }
 

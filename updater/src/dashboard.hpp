@@ -12,7 +12,10 @@
 //   runs on the worker pool (database, Argon2id).
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "context.hpp"
 #include "upkeep/web/accounts.hpp"
@@ -35,9 +38,26 @@ class PgAccountRepository final : public web::AccountRepository {
   db::Pool& pool_;
 };
 
-// Registers GET/POST /dashboard/setup, GET/POST /dashboard/login, POST /dashboard/logout,
-// GET /dashboard, GET /dashboard/appliances/{id} and POST /dashboard/appliances/{id}/reenable.
+// Registers the pages of docs/dashboard.md: setup, login, logout, search, the appliance page and
+// its actions (reenable, assign, pin, unpin, revoke), the fleet page and the rollout controls
+// (pause, resume, abort: ChangeRolloutState), accounts (list, create, role, disable) and the own
+// password. Appliance changes go through ChangeAppliance (fleet_state.hpp), audited as
+// dashboard:NAME.
 Status RegisterDashboard(const std::shared_ptr<Context>& ctx, net::Server& server);
+
+// Inline SVG charts (dashboard_fleet.cpp): presentation attributes only, every text escaped.
+struct ChartBar {
+  std::string label;
+  std::int64_t value = 0;
+};
+// Horizontal bars, one per entry, scaled to the largest value; each bar's <title> names its value.
+std::string BarChartSvg(const std::string& id, const std::string& title, const std::vector<ChartBar>& bars);
+struct ChartPoint {
+  std::string label;  // e.g. the hour
+  double value = 0;   // percent 0..100 (clamped)
+};
+// A 0..100 % line chart over the points in order, one circle per point with its label and value.
+std::string LineChartSvg(const std::string& id, const std::string& title, const std::vector<ChartPoint>& points);
 
 // The Argon2id cost of dashboards registered afterwards (default: INTERACTIVE). Tests only, to
 // use PasswordCost::MinForTests(); never called by the updater.

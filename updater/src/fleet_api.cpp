@@ -120,6 +120,52 @@ std::variant<std::optional<std::string>, Response> OptionalReason(const Request&
   return std::optional<std::string>(*reason);
 }
 
+constexpr const char* kSummaryColumns =
+    "appliance_id, customer, channel, to_jsonb(groups)::text AS groups, to_jsonb(allow_major)::text AS allow_major, "
+    "status, installed::text AS installed, agent_version, last_checkin, pinned_by, pinned_reason, pinned_at";
+
+// SUMMARY (docs/updater-api.md) of row i, with check-ins not yet written by the batch job.
+Expected<Json> ApplianceSummary(const FleetState& fleet, const db::Result& r, int i) {
+  Json s;
+  UPK_TRY_ASSIGN(std::string id, r.Get<std::string>(i, "appliance_id"));
+  s["appliance_id"] = id;
+  UPK_TRY_ASSIGN(std::string customer, r.Get<std::string>(i, "customer"));
+  s["customer"] = customer;
+  UPK_TRY_ASSIGN(std::string channel, r.Get<std::string>(i, "channel"));
+  s["channel"] = channel;
+  UPK_TRY_ASSIGN(std::string groups, r.Get<std::string>(i, "groups"));
+  UPK_TRY_ASSIGN(auto group_list, JsonStrings(groups));
+  s["groups"] = group_list;
+  UPK_TRY_ASSIGN(std::string allow_major, r.Get<std::string>(i, "allow_major"));
+  UPK_TRY_ASSIGN(auto allow_list, JsonStrings(allow_major));
+  s["allow_major"] = allow_list;
+  UPK_TRY_ASSIGN(std::string status, r.Get<std::string>(i, "status"));
+  s["status"] = status;
+  UPK_TRY_ASSIGN(std::string installed, r.Get<std::string>(i, "installed"));
+  UPK_TRY_ASSIGN(s["installed"], ParseJson(installed));
+  UPK_TRY_ASSIGN(auto agent, r.GetOptional<std::string>(i, "agent_version"));
+  s["agent_version"] = agent ? Json(*agent) : Json(nullptr);
+  UPK_TRY_ASSIGN(auto last, r.GetOptional<SysTime>(i, "last_checkin"));
+  s["last_checkin"] = last ? Json(FormatTimestamp(*last)) : Json(nullptr);
+  // Check-ins not yet written by the batch job are newer than the row.
+  UPK_TRY_ASSIGN(auto pinned_by, r.GetOptional<std::string>(i, "pinned_by"));
+  UPK_TRY_ASSIGN(auto pinned_reason, r.GetOptional<std::string>(i, "pinned_reason"));
+  UPK_TRY_ASSIGN(auto pinned_at, r.GetOptional<SysTime>(i, "pinned_at"));
+  s["pinned"] = pinned_by && pinned_reason && pinned_at
+                    ? Json{{"by", *pinned_by}, {"reason", *pinned_reason}, {"at", FormatTimestamp(*pinned_at)}}
+                    : Json(nullptr);
+  if (auto pending = fleet.Pending(id)) {
+    s["installed"] = pending->installed;
+    s["agent_version"] = pending->agent_version;
+    s["last_checkin"] = FormatTimestamp(pending->at);
+  }
+  return s;
+}
+
+bool IsValidPinReason(std::string_view reason) {
+  return !reason.empty() && reason.size() <= kMaxReason && IsPrintableText(reason);
+}
+
 struct FleetApi {
   std::shared_ptr<Context> ctx;
   FleetState* fleet;
@@ -309,7 +355,7 @@ struct FleetApi {
     return Response::Json(200, Json{{"rollout", std::get<Json>(done)}});
   }
 
-  enum class Transition { kPause, kResume, kAbort };
+  using Transition = RolloutTransition;
 
   Response ChangeRollout(const Request& req, Transition t) const {
     auto who = ctx->Authorize(req, t == Transition::kAbort ? OperatorRole::kPublisher : OperatorRole::kSupport);
@@ -328,92 +374,15 @@ struct FleetApi {
       if (auto* r = std::get_if<Response>(&parsed)) return std::move(*r);
       reason = std::get<std::optional<std::string>>(parsed);
     }
-    auto done = ctx->Transact<Json>("rollout.change", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
-      const SysTime now = ctx->clock.Now();
-      UPK_TRY_ASSIGN(db::Result row, c.Exec("SELECT state, start_at, current_wave FROM rollouts WHERE id = $1 FOR UPDATE", *id));
-      if (row.rows() == 0) {
-        reject = ApiError(404, "unknown_rollout", "no rollout " + std::to_string(*id));
-        return Error(Errc::kNotFound, "unknown rollout");
-      }
-      UPK_TRY_ASSIGN(std::string state, row.Get<std::string>(0, "state"));
-      UPK_TRY_ASSIGN(SysTime start_at, row.Get<SysTime>(0, "start_at"));
-      UPK_TRY_ASSIGN(std::int64_t current, row.Get<std::int64_t>(0, "current_wave"));
-      auto invalid = [&](std::string_view allowed) -> Error {
-        reject = ApiError(409, "invalid_state", "rollout " + std::to_string(*id) + " is " + state + "; only " +
-                                                    std::string(allowed) + " rollouts can be changed this way");
-        return Error(Errc::kPolicy, "invalid state");
-      };
-      std::string action;
-      Json detail = Json::object();
-      detail["from"] = state;
-      if (t == Transition::kPause) {
-        if (state != "active" && state != "scheduled") return invalid("active or scheduled");
-        const std::string why = reason.value_or("paused by " + op.actor());
-        UPK_TRY(c.Exec("UPDATE rollouts SET state = 'paused', pause_reason = $2, updated_at = $3 WHERE id = $1", *id, why, now));
-        action = "rollout.pause";
-        detail["reason"] = why;
-      } else if (t == Transition::kResume) {
-        if (state != "paused") return invalid("paused");
-        const bool started = start_at <= now;
-        UPK_TRY(c.Exec("UPDATE rollouts SET state = $2, pause_reason = NULL, updated_at = $3 WHERE id = $1", *id,
-                       started ? "active" : "scheduled", now));
-        if (started) {
-          UPK_TRY(c.Exec("UPDATE rollout_waves SET opened_at = $3 WHERE rollout_id = $1 AND idx = $2 AND opened_at IS NULL",
-                         *id, current, now));
-        }
-        action = "rollout.resume";
-      } else {
-        if (state != "active" && state != "scheduled" && state != "paused") return invalid("active, scheduled or paused");
-        UPK_TRY(c.Exec("UPDATE rollouts SET state = 'aborted', updated_at = $2 WHERE id = $1", *id, now));
-        action = "rollout.abort";
-        if (reason) detail["reason"] = *reason;
-      }
-      UPK_TRY(InsertAudit(c, now, op.actor(), action, std::to_string(*id), detail));
-      UPK_TRY(Context::BumpCatalogGeneration(c));
-      UPK_TRY_ASSIGN(auto rollout, LoadRolloutJson(c, *id));
-      return rollout ? *rollout : Json();
-    });
+    auto done = ChangeRolloutState(*ctx, *fleet, *id, t, reason, op.actor());
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
-    RefreshAfterWrite();
     return Response::Json(200, Json{{"rollout", std::get<Json>(done)}});
   }
 
   // ---- appliances ----
 
-  static constexpr const char* kSummaryColumns =
-      "appliance_id, customer, channel, to_jsonb(groups)::text AS groups, to_jsonb(allow_major)::text AS allow_major, "
-      "status, installed::text AS installed, agent_version, last_checkin";
 
-  Expected<Json> Summary(const db::Result& r, int i) const {
-    Json s;
-    UPK_TRY_ASSIGN(std::string id, r.Get<std::string>(i, "appliance_id"));
-    s["appliance_id"] = id;
-    UPK_TRY_ASSIGN(std::string customer, r.Get<std::string>(i, "customer"));
-    s["customer"] = customer;
-    UPK_TRY_ASSIGN(std::string channel, r.Get<std::string>(i, "channel"));
-    s["channel"] = channel;
-    UPK_TRY_ASSIGN(std::string groups, r.Get<std::string>(i, "groups"));
-    UPK_TRY_ASSIGN(auto group_list, JsonStrings(groups));
-    s["groups"] = group_list;
-    UPK_TRY_ASSIGN(std::string allow_major, r.Get<std::string>(i, "allow_major"));
-    UPK_TRY_ASSIGN(auto allow_list, JsonStrings(allow_major));
-    s["allow_major"] = allow_list;
-    UPK_TRY_ASSIGN(std::string status, r.Get<std::string>(i, "status"));
-    s["status"] = status;
-    UPK_TRY_ASSIGN(std::string installed, r.Get<std::string>(i, "installed"));
-    UPK_TRY_ASSIGN(s["installed"], ParseJson(installed));
-    UPK_TRY_ASSIGN(auto agent, r.GetOptional<std::string>(i, "agent_version"));
-    s["agent_version"] = agent ? Json(*agent) : Json(nullptr);
-    UPK_TRY_ASSIGN(auto last, r.GetOptional<SysTime>(i, "last_checkin"));
-    s["last_checkin"] = last ? Json(FormatTimestamp(*last)) : Json(nullptr);
-    // Check-ins not yet written by the batch job are newer than the row.
-    if (auto pending = fleet->Pending(id)) {
-      s["installed"] = pending->installed;
-      s["agent_version"] = pending->agent_version;
-      s["last_checkin"] = FormatTimestamp(pending->at);
-    }
-    return s;
-  }
+  Expected<Json> Summary(const db::Result& r, int i) const { return ApplianceSummary(*fleet, r, i); }
 
   Response ListAppliances(const Request& req) const {
     auto who = ctx->Authorize(req, OperatorRole::kSupport);
@@ -502,6 +471,9 @@ struct FleetApi {
       view.groups = d["groups"].get<std::vector<std::string>>();
       view.allow_major = d["allow_major"].get<std::vector<std::string>>();
       view.maintenance_end = maintenance_end;
+      if (d["pinned"].is_object()) {
+        view.pin = "pinned by " + d["pinned"]["by"].get<std::string>() + ": " + d["pinned"]["reason"].get<std::string>();
+      }
       packages::Installed installed;
       for (const auto& [name, v] : d["installed"].items()) {
         if (!v.is_string()) continue;
@@ -512,6 +484,7 @@ struct FleetApi {
       Offer offer = OfferFor(*snapshot, view, /*explain=*/true);
       Json plan = packages::MakePlan(installed, *offer.catalog, PlanOptionsFor(view)).ToJson();
       plan["withheld"] = offer.withheld;
+      plan["pinned"] = view.pin.empty() ? Json(nullptr) : Json(view.pin);
       d["plan"] = std::move(plan);
 
       UPK_TRY_ASSIGN(db::Result e, c.Exec("SELECT event_id, type, name, version, at, received_at, detail::text AS detail, "
@@ -549,80 +522,174 @@ struct FleetApi {
     const std::string id(req.PathParam("id"));
     if (!trust::IsValidApplianceId(id)) return ApiError(404, "unknown_appliance", "not an appliance id");
     Json body;
-    if (auto r = net::ParseJsonObject(req, {"channel", "groups", "allow_major"}, body)) return *r;
-    if (body.empty()) return ApiError(400, "invalid_body", "give one or more of 'channel', 'groups', 'allow_major'");
-    std::optional<std::string> channel;
+    if (auto r = net::ParseJsonObject(req, {"channel", "groups", "allow_major", "pinned"}, body)) return *r;
+    if (body.empty()) {
+      return ApiError(400, "invalid_body", "give one or more of 'channel', 'groups', 'allow_major', 'pinned'");
+    }
+    ApplianceChange change;
     if (body.contains("channel")) {
       auto text = GetString(body, "channel");
       if (!text.ok()) return net::BadField(text.error());
       if (!IsShortName(*text)) return Invalid("channel", "channel names are [a-z0-9][a-z0-9-]{0,31}");
-      channel = *text;
+      change.channel = *text;
     }
-    std::optional<std::string> groups_json;
     if (body.contains("groups")) {
       auto groups = GroupList(body["groups"], "groups", kMaxGroups, true);
       if (auto* r = std::get_if<Response>(&groups)) return std::move(*r);
-      groups_json = Json(std::get<std::vector<std::string>>(groups)).dump();
+      change.groups = std::get<std::vector<std::string>>(groups);
     }
-    std::optional<std::string> allow_major_json;
     if (body.contains("allow_major")) {
       auto names = AllowMajorList(body["allow_major"]);
       if (auto* r = std::get_if<Response>(&names)) return std::move(*r);
-      allow_major_json = Json(std::get<std::vector<std::string>>(names)).dump();
+      change.allow_major = std::get<std::vector<std::string>>(names);
     }
-    auto done = ctx->Transact<Json>("appliance.update", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
-      const SysTime now = ctx->clock.Now();
-      if (channel) {
-        UPK_TRY_ASSIGN(db::Result ch, c.Exec("SELECT 1 FROM channels WHERE name = $1", *channel));
-        if (ch.rows() == 0) {
-          reject = ApiError(404, "unknown_channel", "no channel '" + *channel + "'");
-          return Error(Errc::kNotFound, "unknown channel");
+    if (body.contains("pinned")) {
+      const Json& pin = body["pinned"];
+      if (pin.is_null()) {
+        change.pinned = std::optional<PinChange>();
+      } else {
+        if (!pin.is_object() || pin.size() != 1 || !pin.contains("reason") || !pin["reason"].is_string()) {
+          return Invalid("pinned", "must be {\"reason\": TEXT} or null");
         }
+        const std::string reason = pin["reason"].get<std::string>();
+        if (!IsValidPinReason(reason)) return Invalid("pinned.reason", "must be 1..500 characters without control characters");
+        change.pinned = std::optional<PinChange>(PinChange{reason});
       }
-      UPK_TRY_ASSIGN(db::Result before, c.Exec("SELECT channel, to_jsonb(groups)::text AS groups, "
-                                               "to_jsonb(allow_major)::text AS allow_major FROM appliances "
-                                               "WHERE appliance_id = $1 FOR UPDATE",
-                                               id));
-      if (before.rows() == 0) {
-        reject = ApiError(404, "unknown_appliance", "no appliance " + id);
-        return Error(Errc::kNotFound, "unknown appliance");
-      }
-      UPK_TRY_ASSIGN(std::string old_channel, before.Get<std::string>(0, "channel"));
-      UPK_TRY_ASSIGN(std::string old_groups, before.Get<std::string>(0, "groups"));
-      UPK_TRY_ASSIGN(std::string old_allow_major, before.Get<std::string>(0, "allow_major"));
-      UPK_TRY(c.Exec("UPDATE appliances SET channel = coalesce($2, channel), groups = CASE WHEN $3::jsonb IS NULL "
-                     "THEN groups ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END, "
-                     "allow_major = CASE WHEN $4::jsonb IS NULL THEN allow_major "
-                     "ELSE ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) END WHERE appliance_id = $1",
-                     id, channel, groups_json, allow_major_json));
-      Json detail = Json::object();
-      if (channel) detail["channel"] = Json{{"from", old_channel}, {"to", *channel}};
-      if (groups_json) {
-        UPK_TRY_ASSIGN(Json from, ParseJson(old_groups));
-        UPK_TRY_ASSIGN(Json to, ParseJson(*groups_json));
-        detail["groups"] = Json{{"from", from}, {"to", to}};
-      }
-      if (allow_major_json) {
-        UPK_TRY_ASSIGN(Json from, ParseJson(old_allow_major));
-        UPK_TRY_ASSIGN(Json to, ParseJson(*allow_major_json));
-        detail["allow_major"] = Json{{"from", from}, {"to", to}};
-      }
-      // The audit row is also how every updater instance learns to drop its cached copy.
-      UPK_TRY(InsertAudit(c, now, op.actor(), "appliance.update", id, detail));
-      UPK_TRY(Context::BumpCatalogGeneration(c));
-      UPK_TRY_ASSIGN(db::Result r, c.Exec(std::string("SELECT ") + kSummaryColumns +
-                                              " FROM appliances WHERE appliance_id = $1",
-                                          id));
-      return Summary(r, 0);
-    });
+    }
+    auto done = ChangeAppliance(*ctx, *fleet, id, change, op.actor());
     if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
-    fleet->Forget(id);
-    RefreshAfterWrite();
     return Response::Json(200, Json{{"appliance", std::get<Json>(done)}});
   }
 };
 
 }  // namespace
+
+std::variant<Json, Response> ChangeRolloutState(Context& ctx, FleetState& fleet, std::int64_t id, RolloutTransition t,
+                                                const std::optional<std::string>& reason, const std::string& actor) {
+  using Transition = RolloutTransition;
+  auto done = ctx.Transact<Json>("rollout.change", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
+    const SysTime now = ctx.clock.Now();
+    UPK_TRY_ASSIGN(db::Result row, c.Exec("SELECT state, start_at, current_wave FROM rollouts WHERE id = $1 FOR UPDATE", id));
+    if (row.rows() == 0) {
+      reject = ApiError(404, "unknown_rollout", "no rollout " + std::to_string(id));
+      return Error(Errc::kNotFound, "unknown rollout");
+    }
+    UPK_TRY_ASSIGN(std::string state, row.Get<std::string>(0, "state"));
+    UPK_TRY_ASSIGN(SysTime start_at, row.Get<SysTime>(0, "start_at"));
+    UPK_TRY_ASSIGN(std::int64_t current, row.Get<std::int64_t>(0, "current_wave"));
+    auto invalid = [&](std::string_view allowed) -> Error {
+      reject = ApiError(409, "invalid_state", "rollout " + std::to_string(id) + " is " + state + "; only " +
+                                                  std::string(allowed) + " rollouts can be changed this way");
+      return Error(Errc::kPolicy, "invalid state");
+    };
+    std::string action;
+    Json detail = Json::object();
+    detail["from"] = state;
+    if (t == Transition::kPause) {
+      if (state != "active" && state != "scheduled") return invalid("active or scheduled");
+      const std::string why = reason.value_or("paused by " + actor);
+      UPK_TRY(c.Exec("UPDATE rollouts SET state = 'paused', pause_reason = $2, updated_at = $3 WHERE id = $1", id, why, now));
+      action = "rollout.pause";
+      detail["reason"] = why;
+    } else if (t == Transition::kResume) {
+      if (state != "paused") return invalid("paused");
+      const bool started = start_at <= now;
+      UPK_TRY(c.Exec("UPDATE rollouts SET state = $2, pause_reason = NULL, updated_at = $3 WHERE id = $1", id,
+                     started ? "active" : "scheduled", now));
+      if (started) {
+        UPK_TRY(c.Exec("UPDATE rollout_waves SET opened_at = $3 WHERE rollout_id = $1 AND idx = $2 AND opened_at IS NULL",
+                       id, current, now));
+      }
+      action = "rollout.resume";
+    } else {
+      if (state != "active" && state != "scheduled" && state != "paused") return invalid("active, scheduled or paused");
+      UPK_TRY(c.Exec("UPDATE rollouts SET state = 'aborted', updated_at = $2 WHERE id = $1", id, now));
+      action = "rollout.abort";
+      if (reason) detail["reason"] = *reason;
+    }
+    UPK_TRY(InsertAudit(c, now, actor, action, std::to_string(id), detail));
+    UPK_TRY(Context::BumpCatalogGeneration(c));
+    UPK_TRY_ASSIGN(auto rollout, LoadRolloutJson(c, id));
+    return rollout ? *rollout : Json();
+  });
+    if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
+  if (auto st = fleet.Refresh(); !st.ok()) ctx.Log("catalog refresh: " + st.error().message());
+  return std::get<Json>(std::move(done));
+}
+
+std::variant<Json, Response> ChangeAppliance(Context& ctx, FleetState& fleet, const std::string& id,
+                                             const ApplianceChange& change, const std::string& actor) {
+  std::optional<std::string> groups_json, allow_major_json;
+  if (change.groups) groups_json = Json(*change.groups).dump();
+  if (change.allow_major) allow_major_json = Json(*change.allow_major).dump();
+  auto done = ctx.Transact<Json>("appliance.update", [&](db::Connection& c, std::optional<Response>& reject) -> Expected<Json> {
+    const SysTime now = ctx.clock.Now();
+    if (change.channel) {
+      UPK_TRY_ASSIGN(db::Result ch, c.Exec("SELECT 1 FROM channels WHERE name = $1", *change.channel));
+      if (ch.rows() == 0) {
+        reject = ApiError(404, "unknown_channel", "no channel '" + *change.channel + "'");
+        return Error(Errc::kNotFound, "unknown channel");
+      }
+    }
+    UPK_TRY_ASSIGN(db::Result before, c.Exec("SELECT channel, to_jsonb(groups)::text AS groups, "
+                                             "to_jsonb(allow_major)::text AS allow_major, status, pinned_by, pinned_reason "
+                                             "FROM appliances WHERE appliance_id = $1 FOR UPDATE",
+                                             id));
+    if (before.rows() == 0) {
+      reject = ApiError(404, "unknown_appliance", "no appliance " + id);
+      return Error(Errc::kNotFound, "unknown appliance");
+    }
+    UPK_TRY_ASSIGN(std::string old_channel, before.Get<std::string>(0, "channel"));
+    UPK_TRY_ASSIGN(std::string old_groups, before.Get<std::string>(0, "groups"));
+    UPK_TRY_ASSIGN(std::string old_allow_major, before.Get<std::string>(0, "allow_major"));
+    UPK_TRY_ASSIGN(std::string old_status, before.Get<std::string>(0, "status"));
+    UPK_TRY_ASSIGN(auto old_pinned_by, before.GetOptional<std::string>(0, "pinned_by"));
+    UPK_TRY_ASSIGN(auto old_pinned_reason, before.GetOptional<std::string>(0, "pinned_reason"));
+    UPK_TRY(c.Exec("UPDATE appliances SET channel = coalesce($2, channel), groups = CASE WHEN $3::jsonb IS NULL "
+                   "THEN groups ELSE ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) END, "
+                   "allow_major = CASE WHEN $4::jsonb IS NULL THEN allow_major "
+                   "ELSE ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) END WHERE appliance_id = $1",
+                   id, change.channel, groups_json, allow_major_json));
+    Json detail = Json::object();
+    if (change.channel) detail["channel"] = Json{{"from", old_channel}, {"to", *change.channel}};
+    if (groups_json) {
+      UPK_TRY_ASSIGN(Json from, ParseJson(old_groups));
+      detail["groups"] = Json{{"from", from}, {"to", *change.groups}};
+    }
+    if (allow_major_json) {
+      UPK_TRY_ASSIGN(Json from, ParseJson(old_allow_major));
+      detail["allow_major"] = Json{{"from", from}, {"to", *change.allow_major}};
+    }
+    if (change.pinned) {
+      const Json from = old_pinned_by && old_pinned_reason ? Json{{"by", *old_pinned_by}, {"reason", *old_pinned_reason}}
+                                                           : Json(nullptr);
+      if (*change.pinned) {
+        UPK_TRY(c.Exec("UPDATE appliances SET pinned_by = $2, pinned_reason = $3, pinned_at = $4 WHERE appliance_id = $1",
+                       id, actor, (*change.pinned)->reason, now));
+        detail["pinned"] = Json{{"from", from}, {"to", Json{{"by", actor}, {"reason", (*change.pinned)->reason}}}};
+      } else {
+        UPK_TRY(c.Exec("UPDATE appliances SET pinned_by = NULL, pinned_reason = NULL, pinned_at = NULL "
+                       "WHERE appliance_id = $1", id));
+        detail["pinned"] = Json{{"from", from}, {"to", nullptr}};
+      }
+    }
+    if (change.revoke) {
+      UPK_TRY(c.Exec("UPDATE appliances SET status = 'revoked', revoked_at = coalesce(revoked_at, $2) "
+                     "WHERE appliance_id = $1", id, now));
+      detail["status"] = Json{{"from", old_status}, {"to", "revoked"}};
+    }
+    // The audit row is also how every updater instance learns to drop its cached copy.
+    UPK_TRY(InsertAudit(c, now, actor, "appliance.update", id, detail));
+    UPK_TRY(Context::BumpCatalogGeneration(c));
+    UPK_TRY_ASSIGN(db::Result r, c.Exec(std::string("SELECT ") + kSummaryColumns + " FROM appliances WHERE appliance_id = $1",
+                                        id));
+    return ApplianceSummary(fleet, r, 0);
+  });
+  if (auto* r = std::get_if<Response>(&done)) return std::move(*r);
+  fleet.Forget(id);
+  if (auto st = fleet.Refresh(); !st.ok()) ctx.Log("catalog refresh: " + st.error().message());
+  return std::get<Json>(std::move(done));
+}
 
 Status RegisterFleetApi(const std::shared_ptr<Context>& ctx, net::Server& server) {
   if (!ctx->fleet) return Error(Errc::kInternal, "InitFleet() must run before the fleet API is registered");

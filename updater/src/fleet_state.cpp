@@ -52,6 +52,10 @@ Offer OfferFor(const CatalogSnapshot& snapshot, const CachedAppliance& appliance
         if (!explain) return;  // the check-in path needs no reasons: no allocations for them
         offer.withheld.push_back(Json{{"name", r.manifest.name}, {"version", r.version}, {"reason", std::move(reason)}});
       };
+      if (!appliance.pin.empty()) {  // held at its installed versions: nothing is offered
+        withhold(appliance.pin);
+        continue;
+      }
       if (r.yanked) {
         withhold("yanked");
         continue;
@@ -334,7 +338,7 @@ Expected<std::shared_ptr<const CachedAppliance>> FleetState::Load(const std::str
   UPK_TRY_ASSIGN(
       db::Result r,
       (*conn)->Exec("SELECT a.public_key, a.customer, a.channel, to_jsonb(a.groups)::text AS groups, "
-                    "to_jsonb(a.allow_major)::text AS allow_major, a.status, "
+                    "to_jsonb(a.allow_major)::text AS allow_major, a.status, a.pinned_by, a.pinned_reason, "
                     "a.enrolled_at, a.maintenance_end, s.state_digest, s.plan_hash, s.expires_at, s.envelope, "
                     "(SELECT coalesce(jsonb_agg(m.rollout_id), '[]'::jsonb)::text FROM rollout_members m "
                     " WHERE m.appliance_id = a.appliance_id) AS memberships "
@@ -356,6 +360,9 @@ Expected<std::shared_ptr<const CachedAppliance>> FleetState::Load(const std::str
   UPK_TRY_ASSIGN(a->allow_major, StringArray(allow_major));
   UPK_TRY_ASSIGN(std::string status, r.Get<std::string>(0, "status"));
   a->revoked = status == "revoked";
+  UPK_TRY_ASSIGN(auto pinned_by, r.GetOptional<std::string>(0, "pinned_by"));
+  UPK_TRY_ASSIGN(auto pinned_reason, r.GetOptional<std::string>(0, "pinned_reason"));
+  if (pinned_by && pinned_reason) a->pin = "pinned by " + *pinned_by + ": " + *pinned_reason;
   UPK_TRY_ASSIGN(a->enrolled_at, r.Get<SysTime>(0, "enrolled_at"));
   UPK_TRY_ASSIGN(a->maintenance_end, r.Get<SysTime>(0, "maintenance_end"));
   UPK_TRY_ASSIGN(auto digest, r.GetOptional<std::string>(0, "state_digest"));

@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "context.hpp"
@@ -100,6 +101,8 @@ struct CachedAppliance {
   // Package names it may take into a newer MAJOR line (PlanOptions::allow_major); sorted, unique.
   std::vector<std::string> allow_major;
   bool revoked = false;
+  // Non-empty while pinned: "pinned by ACTOR: REASON". A pinned appliance is offered nothing.
+  std::string pin;
   SysTime enrolled_at{};
   SysTime maintenance_end{};
   std::optional<StoredAssignment> assignment;
@@ -193,5 +196,37 @@ Expected<std::optional<Json>> LoadRolloutJson(db::Connection& c, std::int64_t id
 // Locks the rollout, applies the threshold decision (wave open, complete, auto-pause) with its
 // audit row. Returns whether the rollout changed (the caller bumps the generation).
 Expected<bool> EvaluateRollout(db::Connection& c, std::int64_t id, SysTime now);
+
+// ---- operator actions shared by the operator API (fleet_api.cpp) and the dashboard ----
+// Each runs in one transaction with its audit row (actor as given: "token:NAME",
+// "dashboard:NAME"), bumps catalog_generation and refreshes `fleet`. On refusal the Response is
+// the operator API's JSON error (status, {"error": {"code", "message"}}).
+
+enum class RolloutTransition { kPause, kResume, kAbort };
+// pause: active|scheduled -> paused (pause_reason = reason or "paused by ACTOR"); resume: paused
+// -> active|scheduled; abort: active|scheduled|paused -> aborted. 404 unknown_rollout, 409
+// invalid_state. Returns the ROLLOUT JSON.
+std::variant<Json, net::Response> ChangeRolloutState(Context& ctx, FleetState& fleet, std::int64_t id, RolloutTransition t,
+                                                     const std::optional<std::string>& reason, const std::string& actor);
+
+struct PinChange {
+  std::string reason;  // 1..500 printable characters (checked by the caller)
+};
+struct ApplianceChange {
+  std::optional<std::string> channel;                  // an existing channel (404 unknown_channel)
+  std::optional<std::vector<std::string>> groups;      // valid, sorted, unique
+  std::optional<std::vector<std::string>> allow_major;  // valid, sorted, unique
+  std::optional<std::optional<PinChange>> pinned;      // set (pinned by the actor) or nullopt: unpin
+  bool revoke = false;                                 // status -> revoked (the updater's own table)
+};
+// One audit row "appliance.update" with {"FIELD": {"from", "to"}} per field given (revoke:
+// "status"). 404 unknown_appliance / unknown_channel. Returns the SUMMARY JSON.
+std::variant<Json, net::Response> ChangeAppliance(Context& ctx, FleetState& fleet, const std::string& id,
+                                                  const ApplianceChange& change, const std::string& actor);
+
+// Records the licence of an enrolment the keyserver accepted (its 2xx answer body, relayed by
+// POST /api/v1/enrol): SHA-256 of the licence key per appliance id. Nothing is recorded for an
+// answer without an appliance id and a licence key; the key never appears in an error.
+Status RecordEnrolmentLicence(db::Pool& pool, std::string_view keyserver_answer, SysTime now);
 
 }  // namespace upkeep::updater

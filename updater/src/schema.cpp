@@ -244,6 +244,22 @@ CREATE TABLE dashboard_accounts (
 );
 CREATE UNIQUE INDEX dashboard_accounts_one_first ON dashboard_accounts (first) WHERE first;
 )sql"},
+      {5, "licence references, pins (docs/dashboard.md)", R"sql(
+-- The licence an appliance enrolled with, learned from the keyserver's enrolment answer relayed
+-- by POST /api/v1/enrol (before the appliance has a row here, hence no foreign key). The licence
+-- key is a bearer credential: only its SHA-256 is kept, and support searches by a hex prefix.
+CREATE TABLE appliance_licences (
+  appliance_id TEXT PRIMARY KEY CHECK (appliance_id ~ '^apl-[a-z2-7]{32}$'),
+  licence_sha256 TEXT NOT NULL CHECK (licence_sha256 ~ '^[0-9a-f]{64}$'),
+  recorded_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX appliance_licences_prefix ON appliance_licences (licence_sha256 text_pattern_ops);
+
+-- A pinned appliance is offered nothing (held at its installed versions) until unpinned.
+ALTER TABLE appliances ADD COLUMN pinned_by TEXT, ADD COLUMN pinned_reason TEXT, ADD COLUMN pinned_at TIMESTAMPTZ,
+  ADD CONSTRAINT appliances_pin_whole CHECK ((pinned_by IS NULL) = (pinned_reason IS NULL) AND
+                                             (pinned_by IS NULL) = (pinned_at IS NULL));
+)sql"},
   };
   return kMigrations;
 }
