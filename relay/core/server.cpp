@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <deque>
 #include <thread>
 #include <unordered_map>
 
@@ -36,7 +37,17 @@ constexpr std::size_t kRecordBuffer = kSendBatch + 1024;
 // OpenSSL's read-ahead buffer: a read(2) takes up to two whole records (freed when empty,
 // RELEASE_BUFFERS). 64 and 128 KiB measured no better.
 constexpr std::size_t kTlsReadAhead = 34 * 1024;
-constexpr int kReadsPerTurn = 8;                     // then yield to other connections
+constexpr int kReadsPerTurn = 8;                     // one bulk slice: then yield to other connections
+// Scheduling classes (docs/relay.md "Scheduling"): a connection reads as bulk when its last read
+// burst was a whole record or more, or it read kBulkWindowBytes within the current or previous
+// kClassWindow; it writes as bulk while more than kSmallWrite is queued for it. Bulk work runs as
+// one slice per loop turn, every other ready handler (interactive) runs before the next slice.
+constexpr std::size_t kBulkBurst = 16 * 1024;
+constexpr std::uint32_t kBulkWindowBytes = 256 * 1024;  // about 2.5 MiB/s
+constexpr std::chrono::milliseconds kClassWindow{100};
+constexpr std::size_t kSmallWrite = 16 * 1024;
+// Ready handlers run between two bulk slices at most (bounded bypass: bulk never starves).
+constexpr int kBypassLimit = 64;
 constexpr std::size_t kMaxField = 256;
 
 std::string OpenSslError() {
@@ -109,6 +120,12 @@ struct Conn : std::enable_shared_from_this<Conn> {
   bool read_needs_write = false;  // SSL_read asked for writability
   bool write_needs_read = false;  // SSL_write asked for readability
   bool in_read = false;
+  bool bulk_read_queued = false;   // in Impl::bulk as a read slice
+  bool bulk_write_queued = false;  // in Impl::bulk as a write slice
+  std::uint32_t last_burst = 0;    // plaintext bytes the last read burst took
+  std::uint32_t window_bytes = 0;  // plaintext bytes read since window_start
+  std::uint32_t prev_window_bytes = 0;
+  TimePoint window_start;
   FrameDecoder decoder;
   std::string out;  // encoded frames not yet taken by SSL_write
   std::size_t out_off = 0;
@@ -173,6 +190,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<bool> stopped{false};
 
   std::unordered_map<Conn*, std::shared_ptr<Conn>> conns;
+  // Bulk slices waiting for their turn, oldest first (a connection at most once per kind).
+  std::deque<std::pair<std::shared_ptr<Conn>, bool /*write*/>> bulk;
   std::unordered_map<std::string, Conn*> online;  // client id -> its connection
   std::vector<std::shared_ptr<Conn>> graveyard;   // closed, freed on the next turn
   std::vector<std::uint8_t> read_buf = std::vector<std::uint8_t>(kReadBuffer);
@@ -278,6 +297,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     c.sock.async_wait(tcp::socket::wait_read, [self = c.shared_from_this()](const asio::error_code& ec) {
       self->read_waiting = false;
       if (ec || self->phase == Phase::kClosed) return;
+      if (self->impl->BulkReader(*self)) return self->impl->QueueBulk(*self, false);
       self->impl->OnReadable(*self);
     });
   }
@@ -288,8 +308,60 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     c.sock.async_wait(tcp::socket::wait_write, [self = c.shared_from_this()](const asio::error_code& ec) {
       self->write_waiting = false;
       if (ec || self->phase == Phase::kClosed) return;
+      if (self->pending() > kSmallWrite) return self->impl->QueueBulk(*self, true);
       self->impl->OnWritable(*self);
     });
+  }
+
+  // ---- scheduling: interactive work first, bulk work in slices ----
+  bool BulkReader(const Conn& c) const {
+    if (c.phase != Phase::kClient && c.phase != Phase::kConsole) return false;
+    if (c.last_burst >= kBulkBurst) return true;
+    const auto age = SteadyClock::now() - c.window_start;
+    return (age < kClassWindow && c.window_bytes >= kBulkWindowBytes) ||
+           (age < 2 * kClassWindow && std::max(c.window_bytes, c.prev_window_bytes) >= kBulkWindowBytes);
+  }
+
+  void CountRead(Conn& c, std::size_t n, TimePoint now) {
+    if (now - c.window_start >= kClassWindow) {
+      c.prev_window_bytes = now - c.window_start < 2 * kClassWindow ? c.window_bytes : 0;
+      c.window_bytes = 0;
+      c.window_start = now;
+    }
+    c.window_bytes = static_cast<std::uint32_t>(std::min<std::size_t>(c.window_bytes + n, UINT32_MAX));
+  }
+
+  void QueueBulk(Conn& c, bool write) {
+    bool& queued = write ? c.bulk_write_queued : c.bulk_read_queued;
+    if (queued || c.phase == Phase::kClosed) return;
+    queued = true;
+    bulk.emplace_back(c.shared_from_this(), write);
+  }
+
+  void RunBulkSlice() {
+    auto [cp, write] = std::move(bulk.front());
+    bulk.pop_front();
+    Conn& c = *cp;
+    (write ? c.bulk_write_queued : c.bulk_read_queued) = false;
+    if (c.phase == Phase::kClosed) return;
+    if (write) {
+      OnWritable(c);
+    } else {
+      OnReadable(c);
+    }
+  }
+
+  // The I/O thread's loop: every handler ready now runs (interactive work at once; bulk readiness
+  // only queues a slice), then one bulk slice, so a small record waits for at most the slice in
+  // progress instead of every bulk connection's turn.
+  void Run() {
+    for (;;) {
+      if (bulk.empty() && io.run_one() == 0) break;  // waits; 0: stopped or out of work
+      for (int i = 0; i < kBypassLimit && io.poll_one() > 0; ++i) {
+      }
+      if (!bulk.empty()) RunBulkSlice();
+    }
+    bulk.clear();
   }
 
   void OnReadable(Conn& c) {
@@ -333,6 +405,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void Read(Conn& c) {
     if (c.in_read) return;
     c.in_read = true;
+    c.last_burst = 0;
     ReadLoop(c);
     // What the burst queued for the peer leaves now, once: per DATA frame, a relayed 16 KiB TLS
     // record went out as a full record plus a 4-byte one (twice the records and writes).
@@ -355,12 +428,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         c.read_paused = true;  // resumed by the peer's Flush once its queue is below the bound
         return;
       }
-      if (turn == kReadsPerTurn) {
-        asio::post(io, [self = c.shared_from_this()] {
-          if (self->phase != Phase::kClosed) self->impl->Read(*self);
-        });
-        return;
-      }
+      if (turn == kReadsPerTurn) return QueueBulk(c, false);
       ERR_clear_error();
       int n = SSL_read(c.ssl, read_buf.data(), static_cast<int>(read_buf.size()));
       if (n <= 0) {
@@ -374,6 +442,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         return Close(c, err == SSL_ERROR_SSL ? "TLS error: " + OpenSslError() : std::string("connection lost"));
       }
       c.last_rx = SteadyClock::now();
+      c.last_burst = static_cast<std::uint32_t>(std::min<std::size_t>(c.last_burst + static_cast<std::size_t>(n), UINT32_MAX));
+      CountRead(c, static_cast<std::size_t>(n), c.last_rx);
       auto keep = c.shared_from_this();
       auto result = c.decoder.Feed(std::span<const std::uint8_t>(read_buf.data(), static_cast<std::size_t>(n)),
                                    [&](const FramePiece& piece) { return OnPiece(c, piece); });
@@ -607,7 +677,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     c.read_paused = false;
     // Post: OpenSSL may already hold decrypted bytes, so don't wait for the socket.
     asio::post(io, [self = c.shared_from_this()] {
-      if (self->phase != Phase::kClosed) self->impl->Read(*self);
+      if (self->phase == Phase::kClosed) return;
+      if (self->impl->BulkReader(*self)) return self->impl->QueueBulk(*self, false);
+      self->impl->Read(*self);
     });
   }
 
@@ -932,7 +1004,7 @@ Status Server::Start() {
   s.tokens_at = SteadyClock::now();
   s.Accept();
   s.ArmSweep();
-  s.thread = std::thread([impl = impl_] { impl->io.run(); });
+  s.thread = std::thread([impl = impl_] { impl->Run(); });
   return OkStatus();
 }
 
