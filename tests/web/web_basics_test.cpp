@@ -404,5 +404,34 @@ TEST(RateLimit, ClientAddressStripsPort) {
   EXPECT_EQ(ClientAddress("host"), "host");
 }
 
+TEST(Csrf, PreSessionDoubleSubmitToken) {
+  CountingRandom random;
+  const PreSessionToken token("__Host-test_form");
+  // No cookie yet: a new value and the cookie that carries it.
+  auto fresh = token.ForRequest(MakeRequest("GET", "/login"), random);
+  ASSERT_EQ(fresh.value.size(), 64u);
+  EXPECT_EQ(fresh.set_cookie, "__Host-test_form=" + fresh.value + "; Path=/; Secure; HttpOnly; SameSite=Strict");
+  const std::string cookie = "Cookie: __Host-test_form=" + fresh.value;
+  // The browser's cookie is kept (no new Set-Cookie), so two open tabs both work.
+  auto kept = token.ForRequest(MakeRequest("GET", "/login", {cookie}), random);
+  EXPECT_EQ(kept.value, fresh.value);
+  EXPECT_TRUE(kept.set_cookie.empty());
+  // A malformed cookie is replaced.
+  auto replaced = token.ForRequest(MakeRequest("GET", "/login", {"Cookie: __Host-test_form=xyz"}), random);
+  EXPECT_NE(replaced.value, "xyz");
+  EXPECT_FALSE(replaced.set_cookie.empty());
+
+  auto form = [](const std::string& body) { return *Form::Parse(body); };
+  EXPECT_EQ(token.Check(MakeRequest("POST", "/login", {cookie}), form("csrf_token=" + fresh.value)), std::nullopt);
+  std::string other = fresh.value;
+  other[0] = other[0] == 'a' ? 'b' : 'a';
+  EXPECT_NE(token.Check(MakeRequest("POST", "/login", {cookie}), form("csrf_token=" + other)), std::nullopt);
+  EXPECT_NE(token.Check(MakeRequest("POST", "/login"), form("csrf_token=" + fresh.value)), std::nullopt);
+  EXPECT_NE(token.Check(MakeRequest("POST", "/login", {cookie}), form("name=x")), std::nullopt);
+  EXPECT_NE(token.Check(MakeRequest("POST", "/login", {"Cookie: __Host-test_form=" + std::string(63, 'a')}),
+                        form("csrf_token=" + std::string(63, 'a'))),
+            std::nullopt);
+}
+
 }  // namespace
 }  // namespace upkeep::web

@@ -33,7 +33,6 @@ constexpr std::size_t kFormBytes = 16 * 1024;
 constexpr std::size_t kMaxResults = 100;
 constexpr std::size_t kMaxQueryBytes = 200;
 constexpr int kEvents = 50;
-constexpr std::string_view kPreCookie = "__Host-upkeep_dashboard_form";
 
 std::string ErrorP(const std::string& id, const std::string& message) {
   if (message.empty()) return "";
@@ -58,6 +57,7 @@ struct Dashboard {
   std::shared_ptr<Context> ctx;
   FleetState* fleet;
   PgAccountRepository accounts;
+  const web::PreSessionToken pre_session{"__Host-upkeep_dashboard_form"};
   web::PasswordCost cost;
   std::once_flag auth_once;
   std::unique_ptr<web::Authenticator> auth_ptr;
@@ -186,31 +186,16 @@ struct Dashboard {
     return std::move(form).value();
   }
 
-  // Setup and login have no session yet: a random value in a cookie and in the form must match.
-  // A value already in the browser's cookie is kept, so two open tabs both work.
+  // Setup and login have no session yet: a double-submit cookie (web::PreSessionToken).
   std::pair<std::string, std::string> PreForm(const Request& req) const {
-    auto existing = web::FindCookie(req.Header("Cookie").value_or(""), kPreCookie);
-    std::string value;
-    if (existing.ok() && *existing && (*existing)->size() == 64 &&
-        (*existing)->find_first_not_of("0123456789abcdef") == std::string::npos) {
-      value = **existing;
-    } else {
-      value = ToHex(ctx->random.Generate(32));
-    }
-    std::string cookie = std::string(kPreCookie) + "=" + value + "; Path=/; Secure; HttpOnly; SameSite=Strict";
-    return {"<input type=\"hidden\" name=\"" + std::string(web::kCsrfField) + "\" value=\"" + value + "\">", cookie};
+    auto issued = pre_session.ForRequest(req, ctx->random);
+    return {"<input type=\"hidden\" name=\"" + std::string(web::kCsrfField) + "\" value=\"" + issued.value + "\">",
+            issued.set_cookie};
   }
 
-  static std::optional<std::string> PreFormProblem(const Request& req, const web::Form& form) {
+  std::optional<std::string> PreFormProblem(const Request& req, const web::Form& form) const {
     if (auto problem = OriginProblem(req)) return problem;
-    auto token = form.Single(web::kCsrfField);
-    if (!token.ok()) return "form without a CSRF token";
-    auto cookie = web::FindCookie(req.Header("Cookie").value_or(""), kPreCookie);
-    if (!cookie.ok() || !*cookie || (*cookie)->size() != 64 || token->size() != 64) return "invalid CSRF token";
-    unsigned diff = 0;
-    for (std::size_t i = 0; i < 64; ++i) diff |= static_cast<unsigned char>((**cookie)[i] ^ (*token)[i]);
-    if (diff != 0) return "invalid CSRF token";
-    return std::nullopt;
+    return pre_session.Check(req, form);
   }
 
   // ---- setup ----
@@ -236,7 +221,7 @@ struct Dashboard {
         "autocomplete=\"new-password\" required>" + err("password2") +
         "<p><button type=\"submit\">Create the administrator</button></p></form>";
     Response r = Page(200, "Setup", c);
-    r.SetHeader("Set-Cookie", cookie);
+    if (!cookie.empty()) r.SetHeader("Set-Cookie", cookie);
     return r;
   }
 
@@ -287,7 +272,7 @@ struct Dashboard {
                     "<p><button type=\"submit\">Sign in</button></p></form>";
     if (auth().SetupPending()) c += "<p>No account exists yet: <a href=\"/dashboard/setup\">set up</a>.</p>";
     Response r = Page(200, "Sign in", c);
-    r.SetHeader("Set-Cookie", cookie);
+    if (!cookie.empty()) r.SetHeader("Set-Cookie", cookie);
     return r;
   }
 

@@ -175,4 +175,35 @@ bool IsStateChanging(net::Method method) {
          method == net::Method::kDelete;
 }
 
+namespace {
+bool IsToken(std::string_view v) {
+  return v.size() == 64 && v.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+}  // namespace
+
+PreSessionToken::Issued PreSessionToken::ForRequest(const net::Request& request, Random& random) const {
+  if (auto header = request.Header("Cookie")) {
+    auto v = FindCookie(*header, cookie_name_);
+    if (v.ok() && *v && IsToken(**v)) return Issued{**v, {}};
+  }
+  Issued issued;
+  issued.value = ToHex(random.Generate(32));
+  issued.set_cookie = cookie_name_ + "=" + issued.value + "; Path=/; Secure; HttpOnly; SameSite=Strict";
+  return issued;
+}
+
+std::optional<std::string> PreSessionToken::Check(const net::Request& request, const Form& form) const {
+  auto sent = form.Single(kCsrfField);
+  if (!sent.ok()) return std::string("form without a CSRF token");
+  std::optional<std::string> cookie;
+  if (auto header = request.Header("Cookie")) {
+    auto v = FindCookie(*header, cookie_name_);
+    if (v.ok()) cookie = *v;
+  }
+  if (!cookie || !IsToken(*cookie) || !IsToken(*sent) || sodium_memcmp(cookie->data(), sent->data(), 64) != 0) {
+    return "invalid CSRF token for " + request.path();
+  }
+  return std::nullopt;
+}
+
 }  // namespace upkeep::web

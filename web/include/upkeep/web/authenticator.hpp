@@ -65,8 +65,6 @@ struct AuthOptions {
   std::chrono::seconds setup_token_ttl{24 * 60 * 60};
 };
 
-// The form field every state-changing form carries.
-inline constexpr std::string_view kCsrfField = "csrf_token";
 
 // An authenticated request's account and session.
 struct Principal {

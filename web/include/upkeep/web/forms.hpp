@@ -18,6 +18,9 @@
 
 namespace upkeep::web {
 
+// The form field every state-changing form carries.
+inline constexpr std::string_view kCsrfField = "csrf_token";
+
 struct CookieLimits {
   std::size_t max_header_bytes = 8 * 1024;  // kLimit beyond
   std::size_t max_cookies = 64;             // kLimit beyond

@@ -23,6 +23,7 @@
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/error.hpp"
 #include "upkeep/net/http.hpp"
+#include "upkeep/web/forms.hpp"
 
 namespace upkeep::web {
 
@@ -95,5 +96,26 @@ Status CheckOrigin(const net::Request& request, std::string_view site_origin);
 
 // POST, PUT, PATCH, DELETE.
 bool IsStateChanging(net::Method method);
+
+// The CSRF defence of the forms shown before a session exists (first-start setup, sign-in): a
+// double-submit token, one random value in a `__Host-` cookie (Secure, HttpOnly,
+// SameSite=Strict) and the same value in the form's csrf_token field. Callers check the origin
+// first (CheckOrigin or their own). Stateless and thread-safe; `random` is the caller's to lock.
+class PreSessionToken {
+ public:
+  explicit PreSessionToken(std::string cookie_name) : cookie_name_(std::move(cookie_name)) {}
+  struct Issued {
+    std::string value;       // 64 hex characters, for the form's hidden csrf_token field
+    std::string set_cookie;  // a Set-Cookie value, or empty: the browser's cookie is kept
+  };
+  // The browser's well-formed cookie when it sends one (two open tabs both keep working), else
+  // a new value from `random` (then set_cookie is filled).
+  Issued ForRequest(const net::Request& request, Random& random) const;
+  // The form's csrf_token equals the cookie (constant time): nullopt; else the 403 reason.
+  std::optional<std::string> Check(const net::Request& request, const Form& form) const;
+
+ private:
+  std::string cookie_name_;
+};
 
 }  // namespace upkeep::web
