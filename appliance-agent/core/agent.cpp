@@ -347,6 +347,8 @@ Expected<std::unique_ptr<Handler>> Agent::HandlerFor(const std::string& kind) {
 Status Agent::SetPhase(Operation& op, const std::string& phase) {
   op.phase = phase;
   UPK_TRY(d_.store->Put("operation", op.ToJson()));
+  // One line per phase: the page's job queue (JobQueue::OnLog) shows the phase from it.
+  Log(op.Label() + ": phase " + phase);
   return Journal("phase", {{"name", op.step.name}, {"version", op.step.version.ToString()}, {"phase", phase}});
 }
 

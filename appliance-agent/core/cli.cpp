@@ -390,6 +390,45 @@ int RunRollback(const Ctx& ctx, const std::string& name) {
   return 0;
 }
 
+}  // namespace
+
+CycleInstallDecision DecideCycleInstall(bool auto_install, const Json* approval, const std::vector<PlannedStep>* plan) {
+  CycleInstallDecision d;
+  d.install = auto_install;
+  if (approval == nullptr || plan == nullptr) return d;
+  const auto field = [approval](const char* key) {
+    auto it = approval->is_object() ? approval->find(key) : approval->end();
+    return approval->is_object() && it != approval->end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  const std::string name = field("name"), version = field("version");
+  const std::string label = name + " " + version;
+  if (name.empty() || version.empty()) {
+    d.drop_approval = true;
+    d.why = "the approval document is malformed";
+    return d;
+  }
+  for (const auto& p : *plan) {
+    if (p.state == "failed") {
+      d.drop_approval = true;
+      d.why = p.step.name + " " + p.step.version.ToString() + " failed; the approval of " + label + " is void";
+      return d;
+    }
+    if (p.step.name != name || p.step.version.ToString() != version) continue;
+    if (p.state == "installed") {
+      d.drop_approval = true;
+      d.why = label + " is installed";
+      return d;
+    }
+    d.install = true;  // InstallNext takes the first step not installed: at or before the approved one
+    return d;
+  }
+  d.drop_approval = true;
+  d.why = "the assignment no longer names " + label;
+  return d;
+}
+
+namespace {
+
 // One unit of daemon work: recover, check when due, install what may be installed now.
 // Returns when the daemon should wake up next.
 SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, bool check_now, std::string* stop,
@@ -426,7 +465,20 @@ SysTime DaemonCycle(const Ctx& ctx, PollSchedule& schedule, SysTime next_check, 
   // An air-gapped appliance installs what an imported bundle assigned even when it cannot check in.
   ok = ok || agent.AssignmentFromBundle();
   const Settings settings = agent.CurrentSettings();
-  for (int i = 0; ok && settings.auto_install && i < 1000 && stop->empty(); ++i) {
+  for (int i = 0; ok && i < 1000 && stop->empty(); ++i) {
+    // An admin's approval from the page installs up to its step in a window even without auto_install.
+    const std::optional<Json> approval = (*rt)->store->Get(kInstallApprovalDoc);
+    std::optional<std::vector<PlannedStep>> plan;
+    if (approval) {
+      if (auto p = agent.Plan(); p.ok()) plan = std::move(*p);
+    }
+    const CycleInstallDecision decision =
+        DecideCycleInstall(settings.auto_install, approval ? &*approval : nullptr, plan ? &*plan : nullptr);
+    if (decision.drop_approval) {
+      (void)(*rt)->store->Remove(kInstallApprovalDoc);
+      *ctx.out << Now() << " install approval ended: " << decision.why << std::endl;
+    }
+    if (!decision.install) break;
     auto r = agent.InstallNext(false);
     if (!r.ok()) {
       *ctx.err << Now() << " install: " << r.error().message() << std::endl;

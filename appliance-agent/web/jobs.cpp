@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string_view>
 #include <utility>
 
 namespace upkeep::agent {
@@ -56,7 +57,8 @@ Expected<std::uint64_t> JobQueue::Submit(const std::string& kind, const std::str
     for (const auto& j : jobs_) {
       if (j->view.state != "queued" && j->view.state != "running") continue;
       if (j->view.kind == kind) {
-        return Error(Errc::kPolicy, "a " + kind + " job is already " + j->view.state + " (job " +
+        const bool vowel = !kind.empty() && std::string_view("aeiou").find(kind.front()) != std::string_view::npos;
+        return Error(Errc::kPolicy, (vowel ? "an " : "a ") + kind + " job is already " + j->view.state + " (job " +
                                         std::to_string(j->view.id) + ")");
       }
       if (j->view.state == "queued") ++queued;
@@ -129,6 +131,18 @@ void JobQueue::OnLog(const std::string& line) {
   std::lock_guard lock(mu_);
   if (!running_) return;
   Append(*running_, line);
+  // "site 5.3.0: phase verify" (Agent::SetPhase): a new phase, its progress unknown yet.
+  if (const auto at = line.rfind(": phase "); at != std::string::npos) {
+    const std::string phase = line.substr(at + 8);
+    const bool word = !phase.empty() && phase.size() <= 32 && std::all_of(phase.begin(), phase.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || c == '_';
+    });
+    if (word) {
+      running_->view.phase = phase;
+      running_->view.done = running_->view.total = 0;
+      return;
+    }
+  }
   // "download site 5.3.0: 40%": the phase is the first word, the percent the progress.
   if (line.size() >= 2 && line.back() == '%') {
     std::size_t i = line.size() - 1;
@@ -140,6 +154,112 @@ void JobQueue::OnLog(const std::string& line) {
       running_->view.total = 100;
     }
   }
+}
+
+namespace {
+
+std::string Label(const PlannedStep& p) { return p.step.name + " " + p.step.version.ToString(); }
+
+const PlannedStep* FindStep(const std::vector<PlannedStep>& plan, const std::string& name, const std::string& version) {
+  for (const auto& p : plan) {
+    if (p.step.name == name && p.step.version.ToString() == version) return &p;
+  }
+  return nullptr;
+}
+
+const PlannedStep* FirstToInstall(const std::vector<PlannedStep>& plan) {
+  for (const auto& p : plan) {
+    if (p.state != "installed") return &p;
+  }
+  return nullptr;
+}
+
+// "5.2.0" or "nothing" (a first install that was undone).
+std::string RunningVersion(const Agent& agent, const std::string& name) {
+  const auto installed = agent.Installed();
+  auto it = installed.find(name);
+  return it == installed.end() ? std::string("nothing") : it->second.ToString();
+}
+
+std::string Joined(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
+}  // namespace
+
+Expected<std::string> InstallUpTo(Agent& agent, Store& store, const std::string& name, const std::string& version,
+                                  JobReporter& report) {
+  const std::string target = name + " " + version;
+  std::vector<std::string> done;
+  const auto before = [&done]() { return done.empty() ? std::string() : " (installed before it: " + Joined(done) + ")"; };
+  for (int i = 0; i < 1000; ++i) {  // bounded: no plan is that long
+    auto plan = agent.Plan();
+    if (!plan.ok()) return plan.error().Wrap("the plan" + before());
+    const PlannedStep* wanted = FindStep(*plan, name, version);
+    if (wanted == nullptr) {
+      // An assignment names only what is still to install: the step may be installed meanwhile.
+      const auto now_installed = agent.Installed();
+      if (auto it = now_installed.find(name); it != now_installed.end() && it->second.ToString() == version) {
+        return done.empty() ? target + " is installed already" : Joined(done) + " installed";
+      }
+      return Error(Errc::kNotFound, "the assignment no longer names " + target + before() + "; check for updates again");
+    }
+    if (wanted->state == "installed") {
+      return done.empty() ? target + " is installed already" : Joined(done) + " installed";
+    }
+    const PlannedStep* next = FirstToInstall(*plan);  // at or before `wanted`
+    const std::string label = Label(*next);
+    if (next->state == "failed") {
+      return Error(Errc::kPolicy, label + " failed before and was rolled back; it is not retried from this page" +
+                                      before());
+    }
+    report.Line("installing " + label + (next == wanted ? "" : " (needed before " + target + ")"));
+    auto r = agent.InstallNext(true);
+    if (!r.ok()) {
+      return Error(r.error().code(), label + " was not installed: " + r.error().message() + "; " +
+                                         RunningVersion(agent, next->step.name) + " is still running" + before());
+    }
+    switch (r->outcome) {
+      case InstallOutcome::kInstalled:
+        break;
+      case InstallOutcome::kFailedRolledBack: {
+        const std::string failed = r->name + " " + r->version;
+        std::string why = "its install failed";
+        if (auto doc = store.Get("failed"); doc && doc->is_object() && doc->contains(failed)) {
+          const Json& entry = (*doc)[failed];
+          if (entry.is_object() && entry.contains("reason") && entry["reason"].is_string()) {
+            why = entry["reason"].get<std::string>();
+          }
+        }
+        const std::string now = RunningVersion(agent, r->name);
+        return Error(Errc::kVerification, failed + ": " + why + "; " +
+                                              (now == "nothing" ? std::string("removed again (nothing was installed before)")
+                                                                : "rolled back to " + now) +
+                                              before());
+      }
+      case InstallOutcome::kNothing:
+      case InstallOutcome::kNotAllowedNow:
+        return Error(Errc::kPolicy, (r->message.empty() ? label + " was not installed" : r->message) + before());
+    }
+    done.push_back(r->name + " " + r->version);
+    report.Line(r->message);
+    const bool reached = r->name == name && r->version == version;
+    // The next step is bound to the new state: ask the director again (an imported bundle covers
+    // the walk). After the last step too, as `install --all` does: the plan is then current.
+    if (!agent.AssignmentFromBundle()) {
+      if (auto c = agent.Check(); !c.ok()) {
+        if (reached) {
+          report.Line("the check after the install failed: " + c.error().message());
+        } else {
+          return Error(c.error().code(), "the check before the next step failed: " + c.error().message() + before());
+        }
+      }
+    }
+    if (reached) return Joined(done) + " installed";
+  }
+  return Error(Errc::kLimit, "too many steps before " + target + before());
 }
 
 std::optional<JobSnapshot> JobQueue::Get(std::uint64_t id) const {

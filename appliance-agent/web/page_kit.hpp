@@ -78,6 +78,7 @@ struct PanelEnv {
   JobQueue* jobs = nullptr;
   const AgentConfig* config = nullptr;
   const Clock* clock = nullptr;
+  web::AccountRepository* accounts = nullptr;    // the page's accounts (accounts_panel.cpp)
   std::function<void(const std::string&)> log;  // may be empty
 };
 
@@ -110,5 +111,6 @@ std::unique_ptr<Panel> MakeAirgapPanel(const PanelEnv& env);   // airgap_panel.c
 std::unique_ptr<Panel> MakeBackupPanel(const PanelEnv& env);   // backup_panel.cpp
 std::unique_ptr<Panel> MakeClientsPanel(const PanelEnv& env);  // clients_panel.cpp
 std::unique_ptr<Panel> MakeHistoryPanel(const PanelEnv& env);  // install_panel.cpp
+std::unique_ptr<Panel> MakeAccountsPanel(const PanelEnv& env); // accounts_panel.cpp: /account, /accounts
 
 }  // namespace upkeep::agent::webpage

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "upkeep/agent/runtime.hpp"
+#include "upkeep/agent/timing.hpp"
 #include "upkeep/common/bytes.hpp"
 #include "upkeep/net/server.hpp"
 #include "upkeep/packages/manifest.hpp"
@@ -93,6 +94,15 @@ class RuntimeUpdatesSource final : public UpdatesSource {
       out["plan_error"] = planned.error().message();
     }
     out["plan"] = plan;
+    // What the install panel needs to offer "in the next maintenance window".
+    const Settings settings = agent.CurrentSettings();
+    out["auto_install"] = settings.auto_install;
+    out["maintenance_windows"] = settings.maintenance_windows;
+    out["next_window"] = nullptr;
+    if (auto windows = MaintenanceWindows::Parse(settings.maintenance_windows); windows.ok() && !windows->always()) {
+      out["next_window"] = FormatTimestamp(windows->NextStart(SystemClock::Instance().Now()));
+    }
+    out["install_approval"] = store.Get(kInstallApprovalDoc).value_or(Json(nullptr));
     Json history = Json::array();
     const std::uint64_t next = store.NextSeq("journal");
     const std::uint64_t first = std::max(store.FirstSeq("journal"), next > history_ ? next - history_ : 1);
@@ -115,15 +125,6 @@ class RuntimeUpdatesSource final : public UpdatesSource {
   std::size_t history_;
 };
 
-constexpr std::string_view kFormCookie = "__Host-upkeep_form";
-
-bool ConstantTimeEqual(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 constexpr const char* kCss =
     "body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em;color:#222}\n"
     "header{display:flex;justify-content:space-between;align-items:center;border-bottom:1px solid #ccc}\n"
@@ -133,6 +134,38 @@ constexpr const char* kCss =
     ".error{color:#a00;font-weight:bold}.field-error{color:#a00;display:block}.ok{color:#060}\n"
     ".state-failed,.state-blocked{color:#a00}.state-next{color:#060;font-weight:bold}\n"
     "pre{background:#f4f4f4;padding:.5em;overflow:auto;max-height:20em}form.inline{display:inline}\n";
+
+// The status section's live view of an install the daemon runs (by itself or for a job): while
+// the page shows an operation, poll the status every 2 s, show its phase, and reload the page
+// once it has ended (installed versions, plan and history change then). A file: the CSP allows
+// no inline script.
+constexpr const char* kStatusScript = R"JS('use strict';
+(function () {
+  const cell = document.getElementById('operation');
+  if (!cell || cell.getAttribute('data-running') !== 'true') return;
+  let timer = null;
+  async function poll() {
+    try {
+      const r = await fetch('/api/v1/status', {credentials: 'same-origin'});
+      if (!r.ok) return;
+      const s = await r.json();
+      const op = s.operation;
+      if (op && typeof op === 'object') {
+        document.getElementById('operation-step').textContent = String(op.name) + ' ' + String(op.version);
+        document.getElementById('operation-phase').textContent = String(op.phase);
+      } else {
+        clearInterval(timer);
+        cell.setAttribute('data-running', 'false');
+        document.getElementById('operation-phase').textContent = 'finished; reloading';
+        window.location.reload();
+      }
+    } catch (e) {
+      document.getElementById('operation-phase').textContent = '(the appliance did not answer; retrying)';
+    }
+  }
+  timer = setInterval(poll, 2000);
+})();
+)JS";
 
 // The site icon at /favicon.ico: browsers ask for it on every page (a 404 otherwise). Not linked
 // from the pages: a linked icon is a page resource, aborted (and reported) on quick navigations.
@@ -167,41 +200,19 @@ struct WebHost::Impl {
 
   // ---- the pre-session form token (setup and login have no session yet): a double-submit cookie
 
-  std::string NewFormToken() {
-    std::lock_guard lock(random_mu);
-    return ToHex(random->Generate(16));
-  }
+  // The setup and login forms' token (no session yet): a double-submit cookie.
+  const web::PreSessionToken form_token{"__Host-upkeep_form"};
 
-  static std::string FormCookie(const std::string& token) {
-    return std::string(kFormCookie) + "=" + token + "; Path=/; Secure; HttpOnly; SameSite=Strict";
-  }
-
-  // The form token to embed: the browser's cookie when it has a well-formed one, else a new one
-  // (then `set_cookie` is filled).
   std::string FormToken(const Request& req, std::string* set_cookie) {
-    if (auto cookie = req.Header("Cookie")) {
-      auto v = web::FindCookie(*cookie, kFormCookie);
-      if (v.ok() && *v && IsLowerHex(**v, 32)) return **v;
-    }
-    std::string t = NewFormToken();
-    *set_cookie = FormCookie(t);
-    return t;
+    std::lock_guard lock(random_mu);
+    auto issued = form_token.ForRequest(req, *random);
+    *set_cookie = issued.set_cookie;
+    return issued.value;
   }
 
-  // Origin/Referer and the double-submit token; the reason for a 403 when refused.
-  std::optional<std::string> CheckFormToken(const Request& req, const web::Form& form) {
+  std::optional<std::string> CheckFormToken(const Request& req, const web::Form& form) const {
     if (auto s = web::CheckOrigin(req, origin); !s.ok()) return s.error().message();
-    auto sent = form.Single(web::kCsrfField);
-    if (!sent.ok()) return std::string("form without a CSRF token");
-    std::optional<std::string> cookie;
-    if (auto header = req.Header("Cookie")) {
-      auto v = web::FindCookie(*header, kFormCookie);
-      if (v.ok()) cookie = *v;
-    }
-    if (!cookie || !IsLowerHex(*cookie, 32) || !ConstantTimeEqual(*cookie, *sent)) {
-      return "invalid CSRF token for " + req.path();
-    }
-    return std::nullopt;
+    return form_token.Check(req, form);
   }
 
   // ---- setup
@@ -331,7 +342,7 @@ struct WebHost::Impl {
                             const std::string& note) {
     std::string b = "<header><h1>Appliance updates</h1><div>Signed in as <strong>" + HtmlEscape(who.account.name) +
                     "</strong> (" + HtmlEscape(std::string(web::RoleName(who.account.role))) +
-                    ") <form class=\"inline\" method=\"post\" action=\"/logout\">" +
+                    ") <a href=\"/account\">Account</a> <form class=\"inline\" method=\"post\" action=\"/logout\">" +
                     CsrfField(auth.CsrfToken(who, "/logout")) +
                     "<button type=\"submit\">Sign out</button></form></div></header>\n";
     if (!note.empty()) b += "<p class=\"ok\" role=\"status\">" + HtmlEscape(note) + "</p>\n";
@@ -354,8 +365,10 @@ struct WebHost::Impl {
     b += "<tr><th>Last check</th><td id=\"last-check\">" + HtmlEscape(last_text) + "</td></tr>";
     const Json op = s.is_object() && s.contains("operation") ? s["operation"] : Json(nullptr);
     if (op.is_object()) {
-      b += "<tr><th>In progress</th><td id=\"operation\">" +
-           HtmlEscape(Str(op, "name") + " " + Str(op, "version") + " (" + Str(op, "phase") + ")") + "</td></tr>";
+      // static/status.js polls the status while this row exists and reloads the page when it ends.
+      b += "<tr><th>In progress</th><td id=\"operation\" data-running=\"true\">Installing <span id=\"operation-step\">" +
+           HtmlEscape(Str(op, "name") + " " + Str(op, "version")) + "</span>: <span id=\"operation-phase\">" +
+           HtmlEscape(Str(op, "phase")) + "</span></td></tr>";
     }
     b += "</table>\n<h3>Installed</h3>\n";
     const Json& installed = Arr(s, "installed");
@@ -375,6 +388,7 @@ struct WebHost::Impl {
          "<button type=\"submit\"" + std::string(admin ? "" : " disabled") + ">Check for updates</button>";
     if (!admin) b += " <span>(your role may view this page; an administrator checks for updates)</span>";
     b += "</form>\n";
+    if (op.is_object()) b += "<script src=\"/static/status.js\"></script>\n";
     b += "</section>\n";
 
     for (const auto& panel : panels) b += panel->Render(who, s, auth);
@@ -485,9 +499,11 @@ Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options,
   env.jobs = link.jobs;
   env.config = link.config;
   env.clock = &clock;
+  env.accounts = &accounts;
   env.log = p->log;
   for (auto make : {webpage::MakeJobsPanel, webpage::MakeInstallPanel, webpage::MakeAirgapPanel,
-                    webpage::MakeBackupPanel, webpage::MakeClientsPanel, webpage::MakeHistoryPanel}) {
+                    webpage::MakeBackupPanel, webpage::MakeClientsPanel, webpage::MakeHistoryPanel,
+                    webpage::MakeAccountsPanel}) {
     p->panels.push_back(make(env));
   }
   p->css = kCss;
@@ -498,6 +514,9 @@ Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options,
   }
   UPK_TRY(p->server->Handle(Method::kGet, "/static/style.css", [p](const Request&) {
     return webpage::Asset(p->css.c_str(), "text/css; charset=utf-8");
+  }));
+  UPK_TRY(p->server->Handle(Method::kGet, "/static/status.js", [](const Request&) {
+    return webpage::Asset(kStatusScript, "text/javascript; charset=utf-8");
   }));
   UPK_TRY(p->server->Handle(Method::kGet, "/favicon.ico", [](const Request&) {
     return webpage::Asset(kIconSvg, "image/svg+xml");

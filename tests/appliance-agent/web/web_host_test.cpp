@@ -563,5 +563,72 @@ TEST(HtmlEscapeTest, EscapesMarkupAndQuotes) {
   EXPECT_EQ(HtmlEscape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
 }
 
+TEST_F(WebHostTest, AdminsManageAccountsAndEveryoneChangesTheirOwnPassword) {
+  DoSetup();
+  Jar admin = LoginAs("admin", "correct-horse-42");
+  auto page = Do("GET", "/", &admin);
+  EXPECT_NE(page.body.find("<a href=\"/account\">Account</a>"), std::string::npos);
+  auto list = Do("GET", "/accounts", &admin);
+  ASSERT_EQ(list.status, 200);
+  EXPECT_NE(list.body.find("<td>admin</td><td>admin</td>"), std::string::npos) << list.body;
+  EXPECT_EQ(list.body.find("name=\"name\" value=\"admin\""), std::string::npos);  // no disable button for oneself
+
+  // Bad input: each message next to its field, nothing created.
+  struct Case {
+    std::string fields, field;
+  };
+  for (const Case& c : {Case{"name=Bad%20Name&role=read-only&password=viewer-pass-42&password2=viewer-pass-42", "name"},
+                        Case{"name=viewer&role=support&password=viewer-pass-42&password2=viewer-pass-42", "role"},
+                        Case{"name=viewer&role=read-only&password=short&password2=short", "password"},
+                        Case{"name=viewer&role=read-only&password=viewer-pass-42&password2=other", "password2"},
+                        Case{"name=admin&role=read-only&password=viewer-pass-42&password2=viewer-pass-42", "name"}}) {
+    auto r = Submit(admin, "/accounts", "/accounts", c.fields);
+    EXPECT_EQ(r.status, 200) << c.fields;
+    EXPECT_NE(r.body.find("id=\"" + c.field + "-error\""), std::string::npos) << c.fields << "\n" << r.body;
+    EXPECT_EQ(r.body.find("viewer-pass-42"), std::string::npos);
+  }
+  EXPECT_EQ(*accounts_.Count(), 1u);
+  auto made = Submit(admin, "/accounts", "/accounts", "name=viewer&role=read-only&password=viewer-pass-42&password2=viewer-pass-42");
+  ASSERT_EQ(made.status, 303) << made.body;
+  EXPECT_EQ(made.Header("Location").value_or(""), "/accounts?done=created");
+  auto viewer_account = accounts_.Find("viewer");
+  ASSERT_TRUE(viewer_account.ok() && viewer_account->has_value());
+  EXPECT_EQ((*viewer_account)->role, web::Role::kReadOnly);
+
+  // A read-only account may not manage accounts, but changes its own password.
+  Jar viewer = LoginAs("viewer", "viewer-pass-42");
+  EXPECT_EQ(Do("GET", "/accounts", &viewer).status, 403);
+  auto r = Submit(viewer, "/account", "/account", "current_password=wrong-pass-42&new_password=viewer-pass-43&new_password2=viewer-pass-43");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("id=\"current_password-error\""), std::string::npos) << r.body;
+  r = Submit(viewer, "/account", "/account", "current_password=viewer-pass-42&new_password=short&new_password2=short");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("id=\"new_password-error\""), std::string::npos) << r.body;
+  r = Submit(viewer, "/account", "/account", "current_password=viewer-pass-42&new_password=viewer-pass-43&new_password2=viewer-pass-44");
+  EXPECT_NE(r.body.find("id=\"new_password2-error\""), std::string::npos) << r.body;
+  r = Submit(viewer, "/account", "/account", "current_password=viewer-pass-42&new_password=viewer-pass-43&new_password2=viewer-pass-43");
+  ASSERT_EQ(r.status, 303) << r.body;
+  EXPECT_EQ(r.Header("Location").value_or(""), "/account?changed=1");
+  EXPECT_EQ(Do("GET", "/", &viewer).status, 200);  // the fresh session cookie came with the answer
+  Jar stale;
+  EXPECT_EQ(Submit(stale, "/login", "/login", "name=viewer&password=viewer-pass-42").status, 200);  // old password
+  Jar again = LoginAs("viewer", "viewer-pass-43");
+
+  // Disabling ends the account's sessions; an admin cannot disable itself.
+  r = Do("POST", "/accounts/state", &admin,
+         "csrf_token=" + CsrfFor(Do("GET", "/accounts", &admin).body, "/accounts/state") + "&name=viewer&disabled=true");
+  ASSERT_EQ(r.status, 303) << r.body;
+  EXPECT_TRUE((*accounts_.Find("viewer"))->disabled);
+  EXPECT_EQ(Do("GET", "/", &again).Header("Location").value_or(""), "/login");
+  r = Do("POST", "/accounts/state", &admin,
+         "csrf_token=" + CsrfFor(Do("GET", "/accounts", &admin).body, "/accounts/state") + "&name=admin&disabled=true");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("role=\"alert\""), std::string::npos) << r.body;
+  EXPECT_FALSE((*accounts_.Find("admin"))->disabled);
+  // Without the form's token nothing changes.
+  EXPECT_EQ(Do("POST", "/accounts/state", &admin, "name=viewer&disabled=false").status, 403);
+  EXPECT_TRUE((*accounts_.Find("viewer"))->disabled);
+}
+
 }  // namespace
 }  // namespace upkeep::agent

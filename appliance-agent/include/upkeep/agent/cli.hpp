@@ -17,6 +17,7 @@
 #include "upkeep/agent/agent.hpp"
 #include "upkeep/agent/config.hpp"
 #include "upkeep/common/error.hpp"
+#include "upkeep/common/json.hpp"
 
 namespace upkeep::agent {
 
@@ -52,6 +53,24 @@ class DaemonService {
 // Returns nullptr when the configuration does not ask for the service; an error stops the start.
 using DaemonServiceFactory = std::function<Expected<std::unique_ptr<DaemonService>>(
     const AgentConfig& config, std::function<void(const std::string&)> log)>;
+
+// An admin's approval to install up to NAME VERSION in the next maintenance window, kept in the
+// store document kInstallApprovalDoc as {"name", "version", "by", "at"} (at most one; a new one
+// replaces it). The daemon's cycle installs up to that step inside a window even when
+// auto_install is off, and removes the approval once the step is installed, when the assignment
+// no longer names it, or when a step up to it failed.
+inline constexpr const char* kInstallApprovalDoc = "install_approval";
+
+struct CycleInstallDecision {
+  bool install = false;        // run the install loop (InstallNext(false): windows still apply)
+  bool drop_approval = false;  // remove kInstallApprovalDoc now
+  std::string why;             // why the approval ends (for the daemon's log); empty otherwise
+};
+
+// One decision per install of a daemon cycle (DaemonCycle uses it). `approval`: the kept
+// document or null; `plan`: Agent::Plan(), null when it could not be computed (the approval is
+// then kept). Pure: no clock, no store.
+CycleInstallDecision DecideCycleInstall(bool auto_install, const Json* approval, const std::vector<PlannedStep>* plan);
 
 int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err, const ExtraCommands& extra = {},
          const std::vector<DaemonServiceFactory>& services = {});

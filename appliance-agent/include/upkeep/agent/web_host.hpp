@@ -38,7 +38,9 @@ namespace upkeep::agent {
 //    "operation": null | {"name", "version", "phase"},
 //    "plan": [{"name", "version", "kind", "state", "reason"}] (install order), "plan_error"?: text,
 //    "history": [journal record] (newest first: {"at", "type", "name"?, "version"?, "phase"?,
-//               "message"?, "log_tail"?, ...})}
+//               "message"?, "log_tail"?, ...}),
+//    "auto_install": bool, "maintenance_windows": [text], "next_window": RFC 3339 | null,
+//    "install_approval": null | {"name", "version", "by", "at"}}
 // Fields of unexpected types are shown as absent, never trusted.
 class UpdatesSource {
  public:

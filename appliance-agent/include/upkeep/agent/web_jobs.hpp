@@ -19,6 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "upkeep/agent/agent.hpp"
+#include "upkeep/agent/cli.hpp"
+#include "upkeep/agent/store.hpp"
 #include "upkeep/common/clock.hpp"
 #include "upkeep/common/error.hpp"
 #include "upkeep/common/json.hpp"
@@ -74,7 +77,8 @@ class JobQueue {
   // Runs every queued job in order (the daemon's thread).
   void RunPending(AgentRuntime& runtime);
   // A line the daemon logged: kept in the running job; a line ending in "NN%" ("download site
-  // 5.3.0: 40%") sets its progress and its first word the phase.
+  // 5.3.0: 40%") sets its progress and its first word the phase; a phase line of the agent
+  // ("site 5.3.0: phase verify", Agent::SetPhase) sets the phase and resets the progress.
   void OnLog(const std::string& line);
 
   std::optional<JobSnapshot> Get(std::uint64_t id) const;
@@ -93,5 +97,21 @@ class JobQueue {
   std::deque<std::shared_ptr<Job>> jobs_;  // queued, running and the last finished ones, oldest first
   std::shared_ptr<Job> running_;
 };
+
+// ---- "Install this update" (install_panel.cpp submits these; the daemon runs them)
+
+// The job "Install now": installs the kept assignment's steps in order up to and including NAME
+// VERSION, like `appliance-agent install --all --force` stopping after that step. `force` skips
+// maintenance windows and settle times only, never a verification rule; between steps the agent
+// checks in again (the next step is bound to the new state) unless the assignment came from a
+// bundle, and after the chosen step (its failure is then only a line of the job). Returns "site 5.3.0 installed" (earlier steps named: "base 2.0.0, site 5.3.0
+// installed"). Errors (the job fails; messages name the step): the step is not (any more) in the
+// assignment (kNotFound); a step failed and was rolled back ("site 5.3.0: health check exited 1;
+// rolled back to 5.2.0"); a step failed before anything was switched ("site 5.3.0 was not
+// installed: ...; 5.2.0 is still running"); a step whose install failed before (kPolicy; it is
+// not retried from the page); a check between steps failed. Progress reaches the page through
+// the agent's log lines (JobQueue::OnLog); each finished step is also reported as a line.
+Expected<std::string> InstallUpTo(Agent& agent, Store& store, const std::string& name, const std::string& version,
+                                  JobReporter& report);
 
 }  // namespace upkeep::agent
