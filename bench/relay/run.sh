@@ -10,6 +10,9 @@
 #        on CPU 0 (taskset), so the endpoints' crypto does not compete with the middle's
 #        LOAD_MIBPS=R: background load fixed at R MiB/s instead of LOAD x the relay's max (to
 #        compare two relay builds under the same load)
+#        PROBE_RT=1: the probe's two threads (writer and echo) run SCHED_FIFO on the endpoints'
+#        CPU, ahead of the background load's threads there, so the endpoints' own scheduling adds
+#        nothing to what the middle adds (the same for relay, socat and direct)
 #        SYSCALLS=1: first count the middle's system calls (strace -c -f) for 64 MiB, 1 stream
 #
 # (b) throughput: bench_relay streams MIB through our relay (console -> relay -> client, DATA
@@ -22,7 +25,7 @@
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${RUNS:-3}; mib=${MIB:-1024}; probes=${PROBES:-2000}; interval=${INTERVAL_US:-5000}
-bg=${BG:-2}; load=${LOAD:-0.7}; ciphers=${CIPHERS:-}; pin=${PIN:-0}
+bg=${BG:-2}; load=${LOAD:-0.7}; ciphers=${CIPHERS:-}; pin=${PIN:-0}; probe_rt=${PROBE_RT:-0}
 bench=$build/bin/bench_relay
 relay=${RELAY:-$build/bin/relay}
 for b in "$bench" "$relay"; do
@@ -138,7 +141,8 @@ for i in $(seq "$runs"); do
   [ -n "${LOAD_MIBPS:-}" ] && target=$LOAD_MIBPS
   for who in relay socat direct; do
     case $who in relay) args=("${b_relay[@]}") ;; socat) args=("${b_socat[@]}") ;; direct) args=("${b_direct[@]}") ;; esac
-    out=$(run_bench "${args[@]}" --test latency --bg "$bg" --load-mibps "$target" --probes "$probes" --interval-us "$interval")
+    out=$(run_bench "${args[@]}" --test latency --bg "$bg" --load-mibps "$target" --probes "$probes" --interval-us "$interval" \
+      --probe-rt "$probe_rt")
     echo "run $i: $out"
     for k in load_mibps p50_us p99_us p999_us max_us over40ms; do add "$who.lat.$k" "$(field "$k" "$out")"; done
   done
