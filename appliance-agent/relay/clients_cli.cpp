@@ -1,17 +1,12 @@
 // `appliance-agent clients`: the relay's client counts, throttles and builds, or the client
 // export, asked of the running daemon over its control socket.
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <thread>
 #include <ostream>
 
+#include "upkeep/agent/control_socket.hpp"
 #include "upkeep/agent/relay_host.hpp"
 #include "upkeep/common/files.hpp"
 
@@ -19,7 +14,7 @@ namespace upkeep::agent {
 namespace {
 
 constexpr std::size_t kMaxAnswerBytes = 256u << 20;  // an export of a million clients fits
-constexpr int kAnswerTimeoutMs = 30000;
+constexpr auto kAnswerTimeout = std::chrono::seconds(30);
 
 constexpr const char* kUsage =
     "usage: appliance-agent clients [--export csv|json] [-o FILE] [--json]\n"
@@ -34,20 +29,6 @@ constexpr const char* kUsage =
     "                     upgraded) and wait until no session is open (default at most 600 s; exit 1\n"
     "                     if some remain); the relay stays drained until the daemon restarts\n";
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 std::string Count(const Json& clients, const char* key) {
   return std::to_string(clients.value(key, std::uint64_t{0})) + " " + key;
 }
@@ -55,45 +36,11 @@ std::string Count(const Json& clients, const char* key) {
 }  // namespace
 
 Expected<std::string> AskRelay(const std::filesystem::path& socket_path, const std::string& request) {
-  const std::string where = socket_path.string();
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (where.size() >= sizeof(addr.sun_path)) return Error(Errc::kInvalidArgument, where + ": path too long for a unix socket");
-  std::memcpy(addr.sun_path, where.c_str(), where.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) return Error(Errc::kIo, where + ": socket: " + std::strerror(errno));
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int e = errno;
-    if (e == ENOENT || e == ECONNREFUSED) {
-      return Error(Errc::kNotFound, "no running agent daemon hosts a relay here (" + where +
-                                        "): start `appliance-agent run` with a \"relay\" section in the agent config");
-    }
-    return Error(Errc::kIo, where + ": " + std::strerror(e));
+  auto answer = AskControlSocket(socket_path, request, kAnswerTimeout, kMaxAnswerBytes);
+  if (!answer.ok() && answer.error().code() == Errc::kNotFound) {
+    return Error(Errc::kNotFound, "no running agent daemon hosts a relay here (" + socket_path.string() +
+                                      "): start `appliance-agent run` with a \"relay\" section in the agent config");
   }
-  const std::string line = request + "\n";
-  if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
-    return Error(Errc::kIo, where + ": send: " + std::strerror(errno));
-  }
-  std::string answer;
-  char buf[65536];
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kAnswerTimeoutMs);
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Error(Errc::kIo, where + ": the daemon did not answer within 30 s");
-    pollfd p{fd.get(), POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) continue;
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error(Errc::kIo, where + ": read: " + std::strerror(errno));
-    if (n == 0) break;
-    if (answer.size() + static_cast<std::size_t>(n) > kMaxAnswerBytes) {
-      return Error(Errc::kLimit, where + ": the answer is over 256 MiB");
-    }
-    answer.append(buf, static_cast<std::size_t>(n));
-  }
-  if (answer.rfind("error: ", 0) == 0) return Error(Errc::kInvalidArgument, where + ": " + answer.substr(7));
   return answer;
 }
 

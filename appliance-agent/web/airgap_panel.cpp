@@ -33,7 +33,6 @@ constexpr std::uint64_t kMaxBundleBytes = 16ull << 30;  // 16 GiB
 constexpr std::uint64_t kSpareBytes = 64ull << 20;      // left free after an upload
 constexpr int kDefaultValidHours = 72;                  // as `appliance-agent download-key`
 constexpr int kMaxValidHours = 90 * 24;
-constexpr std::string_view kCsrfHeader = "X-CSRF-Token";
 constexpr const char* kUploadPath = "/airgap/upload";
 
 // Served as a file (the CSP allows no inline script): the key page's "Copy" button and its wait
@@ -168,23 +167,6 @@ std::optional<std::uint64_t> ParseJobId(std::string_view text) {
   return id;
 }
 
-// The token sent in the X-CSRF-Token header as the one-field form CheckCsrf reads; nullopt when it
-// is absent or holds characters no token has.
-std::optional<web::Form> HeaderCsrfForm(const Request& req) {
-  auto token = req.Header(kCsrfHeader);
-  if (!token || token->empty() || token->size() > 512) return std::nullopt;
-  for (char c : *token) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_' || c == '.')) return std::nullopt;
-  }
-  auto form = web::Form::Parse(std::string(web::kCsrfField) + "=" + std::string(*token));
-  if (!form.ok()) return std::nullopt;
-  return std::move(*form);
-}
-
-Response JsonRefusal(int status, const std::string& code, const std::string& message) {
-  return Secure(Response::JsonError(status, code, message));
-}
-
 class AirgapPanel final : public Panel {
  public:
   explicit AirgapPanel(const PanelEnv& env) : env_(env), keys_(std::make_shared<KeyStore>()) {}
@@ -201,19 +183,8 @@ class AirgapPanel final : public Panel {
     }));
     net::RouteOptions upload;
     if (env_.config != nullptr && env_.jobs != nullptr) {
-      upload_dir_ = env_.config->state_dir / "uploads";
-      std::error_code ec;
-      std::filesystem::create_directories(upload_dir_, ec);
-      if (ec) return Error(Errc::kIo, "web: " + upload_dir_.string() + ": " + ec.message());
-      std::filesystem::permissions(upload_dir_, std::filesystem::perms::owner_all, ec);
-      // Whatever an earlier run left (a crash during a job) is never imported later.
-      for (const auto& e : std::filesystem::directory_iterator(upload_dir_, ec)) {
-        std::error_code ignored;
-        if (e.is_regular_file(ignored)) std::filesystem::remove(e.path(), ignored);
-      }
-      upload.body_to_file = upload_dir_;
-      upload.max_body_bytes = kMaxBundleBytes;
-      upload.precheck = [this](const Request& r) { return Precheck(r); };
+      UPK_TRY(upload_.Prepare(env_.config->state_dir / "uploads", env_.authenticator));
+      upload = upload_.Options(kMaxBundleBytes, [this](const Request& r) { return Precheck(r); });
     }
     UPK_TRY(routes.Add(Method::kPost, kUploadPath,
                        [this](const Request& r, web::Authenticator& a) { return Upload(r, a); }, upload));
@@ -223,7 +194,6 @@ class AirgapPanel final : public Panel {
   std::string Css() const override { return kAirgapCss; }
 
   std::string Render(const web::Principal& who, const Json&, web::Authenticator& auth) override {
-    auth_.store(&auth);
     const bool admin = web::Permits(who.account.role, web::Role::kAdmin);
     const bool available = env_.jobs != nullptr && env_.config != nullptr;
     std::string b = "<section id=\"airgap\"><h2>Air-gapped updates</h2>\n"
@@ -304,7 +274,6 @@ class AirgapPanel final : public Panel {
 
   // GET /download-key[?job=ID]: the key being made, or the valid key with its QR code.
   Response KeyPage(const Request& req, web::Authenticator& auth) {
-    auth_.store(&auth);
     auto who = auth.Authenticate(req);
     if (!who.ok()) return Redirect("/login");
     std::string b = "<h1>Download key</h1>\n";
@@ -344,7 +313,6 @@ class AirgapPanel final : public Panel {
 
   // POST /download-key: valid_hours -> a job making the key on the daemon's thread.
   Response PostKey(const Request& req, web::Authenticator& auth) {
-    auth_.store(&auth);
     auto post = AcceptForm(req, auth, web::Role::kAdmin);
     if (auto* refused = std::get_if<Response>(&post)) return std::move(*refused);
     const auto& [who, form] = std::get<FormPost>(post);
@@ -387,19 +355,12 @@ class AirgapPanel final : public Panel {
 
   // ---- the upload
 
-  // The checks that need no body, before any byte of it is written (I/O thread: in memory only,
-  // plus one statvfs).
+  // The checks after the upload guard's that need no body, before any byte of it is written (I/O
+  // thread: in memory only, plus one statvfs).
   std::optional<Response> Precheck(const Request& req) {
-    if (req.content_length() == 0) return JsonRefusal(400, "bad_request", "the upload is empty");
-    web::Authenticator* auth = auth_.load();
-    if (auth != nullptr) {
-      if (auto refused = CheckUploader(req, *auth)) return refused;
-    } else if (!req.Header(kCsrfHeader) || !req.Header("Cookie")) {
-      return JsonRefusal(403, "forbidden", "an upload needs a session and its X-CSRF-Token header");
-    }
     if (ImportRunning()) return JsonRefusal(409, "conflict", "an import is already queued or running");
     struct statvfs fs {};
-    if (::statvfs(upload_dir_.c_str(), &fs) == 0) {
+    if (::statvfs(upload_.dir().c_str(), &fs) == 0) {
       const std::uint64_t free = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
       if (free < kSpareBytes || free - kSpareBytes < req.content_length()) {
         return JsonRefusal(507, "insufficient_storage",
@@ -407,18 +368,6 @@ class AirgapPanel final : public Panel {
                                std::to_string(req.content_length()) + " bytes (" + std::to_string(free) + " free)");
       }
     }
-    return std::nullopt;
-  }
-
-  // Session, admin role, the X-CSRF-Token header for the upload path and the Origin/Referer.
-  std::optional<Response> CheckUploader(const Request& req, web::Authenticator& auth, web::Principal* out = nullptr) {
-    auto who = auth.Authenticate(req);
-    if (!who.ok()) return Secure(who.refusal().ToResponse());
-    auto form = HeaderCsrfForm(req);
-    if (!form) return JsonRefusal(403, "forbidden", "the upload carries no valid X-CSRF-Token header");
-    if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return Secure(refused->ToResponse());
-    if (auto refused = auth.RequireRole(who.value(), web::Role::kAdmin)) return Secure(refused->ToResponse());
-    if (out != nullptr) *out = who.value();
     return std::nullopt;
   }
 
@@ -433,15 +382,14 @@ class AirgapPanel final : public Panel {
   // POST /airgap/upload (X-CSRF-Token, the bundle as the body): 200 {"job", "location"}, or a
   // JSON error. The body file is moved aside for the job and deleted when the job ends.
   Response Upload(const Request& req, web::Authenticator& auth) {
-    auth_.store(&auth);
     if (env_.jobs == nullptr || env_.config == nullptr || !req.body_file()) {
       return JsonRefusal(503, "unavailable", "manual installation is unavailable: the page runs without the agent daemon");
     }
     web::Principal who;
-    if (auto refused = CheckUploader(req, auth, &who)) return std::move(*refused);
+    if (auto refused = upload_.Check(req, auth, &who)) return std::move(*refused);
     const auto& body = *req.body_file();
     const std::filesystem::path kept =
-        upload_dir_ / ("import-" + std::to_string(++uploads_) + "-" + body.sha256_hex.substr(0, 16) + ".upkb");
+        upload_.dir() / ("import-" + std::to_string(++uploads_) + "-" + body.sha256_hex.substr(0, 16) + ".upkb");
     std::error_code ec;
     std::filesystem::rename(body.path, kept, ec);
     if (ec) return JsonRefusal(500, "internal", "cannot keep the uploaded bundle: " + ec.message());
@@ -510,18 +458,13 @@ class AirgapPanel final : public Panel {
     std::string name = "upkeep-report";
     const std::string bundle = Str(last, "bundle_id");
     if (!bundle.empty()) name += "-" + ClassName(bundle);
-    Response r = Secure(Response::Text(200, *report + "\n", "application/json"));
-    r.SetHeader("Content-Disposition", "attachment; filename=\"" + name + ".json\"");
-    return r;
+    return Attachment(Response::Text(200, *report + "\n", "application/json"), name + ".json");
   }
 
   PanelEnv env_;
   std::shared_ptr<KeyStore> keys_;
-  std::filesystem::path upload_dir_;
+  RawUpload upload_;  // knows the host's Authenticator once any handler of this panel ran
   std::atomic<std::uint64_t> uploads_{0};
-  // The host's Authenticator, for the upload's precheck (which gets no Authenticator): known once
-  // any handler of this panel ran; until then the precheck only looks for the header and cookie.
-  std::atomic<web::Authenticator*> auth_{nullptr};
 };
 
 }  // namespace

@@ -82,7 +82,6 @@ constexpr const char* kBackupScript = R"JS('use strict';
 })();
 )JS";
 
-constexpr std::string_view kCsrfHeader = "X-CSRF-Token";
 constexpr const char* kUploadPath = "/backups/upload";
 constexpr std::uint64_t kMaxUploadBytes = std::uint64_t{1} << 30;  // configuration, not software
 
@@ -90,22 +89,6 @@ constexpr std::uint64_t kMaxUploadBytes = std::uint64_t{1} << 30;  // configurat
 bool ValidUploadId(std::string_view id) {
   if (id.size() != 16) return false;
   return std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
-// The X-CSRF-Token header as the one-field form CheckCsrf reads; nullopt when absent or malformed.
-std::optional<web::Form> HeaderCsrfForm(const Request& req) {
-  auto token = req.Header(kCsrfHeader);
-  if (!token || token->empty() || token->size() > 512) return std::nullopt;
-  for (char c : *token) {
-    if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '-' && c != '_' && c != '.') return std::nullopt;
-  }
-  auto form = web::Form::Parse(std::string(web::kCsrfField) + "=" + std::string(*token));
-  if (!form.ok()) return std::nullopt;
-  return std::move(*form);
-}
-
-Response JsonAnswer(int status, const std::string& code, const std::string& message) {
-  return Secure(Response::JsonError(status, code, message));
 }
 
 // A password held only as long as a job's function: wiped when the last copy of the fn goes.
@@ -199,15 +182,8 @@ class BackupPanel final : public Panel {
     UPK_TRY(routes.Add(Method::kPost, "/backup-uploads/{uid}", bind(&BackupPanel::PostUploaded)));
     net::RouteOptions upload;
     if (env_.jobs != nullptr) {
-      upload_dir_ = env_.config->state_dir / "web-uploads";
-      std::error_code ec;
-      fs::create_directories(upload_dir_, ec);
-      if (!ec) fs::permissions(upload_dir_, fs::perms::owner_all, ec);
-      if (ec) return Error(Errc::kIo, "web: " + upload_dir_.string() + ": " + ec.message());
-      RemoveUploads({});  // an earlier run's uploads are never restored later
-      upload.body_to_file = upload_dir_;
-      upload.max_body_bytes = kMaxUploadBytes;
-      upload.precheck = [this](const Request& r) { return Precheck(r); };
+      UPK_TRY(upload_.Prepare(env_.config->state_dir / "web-uploads", env_.authenticator));  // an earlier run's uploads are never restored later
+      upload = upload_.Options(kMaxUploadBytes);
     }
     UPK_TRY(routes.Add(Method::kPost, kUploadPath, bind(&BackupPanel::PostUpload), upload));
     return OkStatus();
@@ -217,7 +193,6 @@ class BackupPanel final : public Panel {
 
   std::string Render(const web::Principal& who, const Json&, web::Authenticator& auth) override {
     if (env_.config == nullptr) return {};
-    auth_.store(&auth);
     const bool admin = web::Permits(who.account.role, web::Role::kAdmin);
     std::string b = "<section id=\"backups\"><h2>Backups</h2>\n";
     b += ListHtml(admin);
@@ -425,9 +400,7 @@ class BackupPanel final : public Panel {
     if (!info.ok()) return ErrorPage(404, "no such backup: " + id);
     auto file = net::OpenFile::Open(store.PathOf(id));
     if (!file.ok()) return ErrorPage(404, "no such backup: " + id);
-    Response r = Response::FromFile(*file, "application/octet-stream");
-    r.SetHeader("Content-Disposition", "attachment; filename=\"" + id + ".upkbak\"");
-    return Secure(std::move(r));
+    return Attachment(Response::FromFile(*file, "application/octet-stream"), id + ".upkbak");
   }
 
   // ---- restore
@@ -506,61 +479,29 @@ class BackupPanel final : public Panel {
 
   // ---- restore from an uploaded file
 
-  fs::path UploadPath(const std::string& uid) const { return upload_dir_ / ("upload-" + uid + ".upkbak"); }
-
-  // Deletes every kept upload but `keep` (one uploaded backup at a time).
-  void RemoveUploads(const fs::path& keep) const {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(upload_dir_, ec)) {
-      std::error_code ignored;
-      if (e.path() != keep && e.is_regular_file(ignored)) fs::remove(e.path(), ignored);
-    }
-  }
-
-  // Session, admin role, the X-CSRF-Token header for the upload path, the Origin/Referer.
-  std::optional<Response> CheckUploader(const Request& req, web::Authenticator& auth, web::Principal* out) const {
-    auto who = auth.Authenticate(req);
-    if (!who.ok()) return Secure(who.refusal().ToResponse());
-    auto form = HeaderCsrfForm(req);
-    if (!form) return JsonAnswer(403, "forbidden", "the upload carries no valid X-CSRF-Token header");
-    if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return Secure(refused->ToResponse());
-    if (auto refused = auth.RequireRole(who.value(), web::Role::kAdmin)) return Secure(refused->ToResponse());
-    if (out != nullptr) *out = who.value();
-    return std::nullopt;
-  }
-
-  // Before any body byte is written (the I/O thread: in-memory checks only).
-  std::optional<Response> Precheck(const Request& req) {
-    if (req.content_length() == 0) return JsonAnswer(400, "bad_request", "the upload is empty");
-    if (web::Authenticator* auth = auth_.load()) return CheckUploader(req, *auth, nullptr);
-    if (!req.Header(kCsrfHeader) || !req.Header("Cookie")) {
-      return JsonAnswer(403, "forbidden", "an upload needs a session and its X-CSRF-Token header");
-    }
-    return std::nullopt;
-  }
+  fs::path UploadPath(const std::string& uid) const { return upload_.dir() / ("upload-" + uid + ".upkbak"); }
 
   // POST /backups/upload (X-CSRF-Token, the .upkbak as the body): 200 {"location"} of the restore
   // page, or 200 {"error"} for a file that is not a readable backup (the page shows it).
   Response PostUpload(const Request& req, web::Authenticator& auth) {
-    auth_.store(&auth);
     if (env_.jobs == nullptr || !req.body_file()) {
-      return JsonAnswer(503, "unavailable", "unavailable: the agent daemon restores backups");
+      return JsonRefusal(503, "unavailable", "unavailable: the agent daemon restores backups");
     }
     web::Principal who;
-    if (auto refused = CheckUploader(req, auth, &who)) return std::move(*refused);
+    if (auto refused = upload_.Check(req, auth, &who)) return std::move(*refused);
     auto info = InspectBackupFile(req.body_file()->path);
     if (!info.ok()) {
       std::string why = info.error().message();
       const std::string prefix = req.body_file()->path.string() + ": ";
       if (why.rfind(prefix, 0) == 0) why = why.substr(prefix.size());  // the temp name means nothing to the admin
-      return JsonAnswer(200, "invalid_backup", "not a backup file: " + why);
+      return JsonRefusal(200, "invalid_backup", "not a backup file: " + why);
     }
     const std::string uid = ToHex(SystemRandom::Instance().Generate(8));
     const fs::path kept = UploadPath(uid);
     std::error_code ec;
     fs::rename(req.body_file()->path, kept, ec);
-    if (ec) return JsonAnswer(500, "internal", "cannot keep the uploaded backup: " + ec.message());
-    RemoveUploads(kept);
+    if (ec) return JsonRefusal(500, "internal", "cannot keep the uploaded backup: " + ec.message());
+    upload_.RemoveFiles(kept);  // one uploaded backup at a time
     Log("web: '" + who.account.name + "' uploaded a backup file (" + std::to_string(req.body_file()->size) + " bytes)");
     return Secure(Response::Json(200, Json{{"location", "/backup-uploads/" + uid}}));
   }
@@ -570,7 +511,7 @@ class BackupPanel final : public Panel {
     if (!who.ok()) return Redirect("/login");
     if (auto refused = auth.RequireRole(who.value(), web::Role::kAdmin)) return FromRefusal(*refused);
     const std::string uid(req.PathParam("uid"));
-    if (!ValidUploadId(uid) || upload_dir_.empty()) return ErrorPage(404, "no such upload");
+    if (!ValidUploadId(uid) || upload_.dir().empty()) return ErrorPage(404, "no such upload");
     auto info = InspectBackupFile(UploadPath(uid));
     if (!info.ok()) return ErrorPage(404, "no such upload (a newer upload replaces it)");
     return FormPage("Restore an uploaded backup", RestoreForm(who.value(), auth, *info, {}, {}, uid));
@@ -581,7 +522,7 @@ class BackupPanel final : public Panel {
     if (auto* refused = std::get_if<Response>(&post)) return std::move(*refused);
     const FormPost& fp = std::get<FormPost>(post);
     const std::string uid(req.PathParam("uid"));
-    if (!ValidUploadId(uid) || upload_dir_.empty()) return ErrorPage(404, "no such upload");
+    if (!ValidUploadId(uid) || upload_.dir().empty()) return ErrorPage(404, "no such upload");
     const fs::path file = UploadPath(uid);
     auto info = InspectBackupFile(file);
     if (!info.ok()) return ErrorPage(404, "no such upload (a newer upload replaces it)");
@@ -668,14 +609,11 @@ class BackupPanel final : public Panel {
     fs::remove(out, ec);  // the open descriptor keeps the bytes for this response only
     if (!file.ok()) return again({}, "the vault key was not exported: " + file.error().message());
     Log("web: '" + who.account.name + "' exported the vault key (password-protected)");
-    Response r = Response::FromFile(*file, "application/octet-stream");
-    r.SetHeader("Content-Disposition", "attachment; filename=\"vault-key.upkbak\"");
-    return Secure(std::move(r));
+    return Attachment(Response::FromFile(*file, "application/octet-stream"), "vault-key.upkbak");
   }
 
   PanelEnv env_;
-  fs::path upload_dir_;                             // set by Register when jobs can run
-  std::atomic<web::Authenticator*> auth_{nullptr};  // the host's, for the upload precheck
+  RawUpload upload_;  // its dir() set by Register when jobs can run
 };
 
 }  // namespace

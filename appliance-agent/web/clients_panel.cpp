@@ -3,20 +3,15 @@
 // "Clients on the page"). Shown only when the configuration has a "relay" section.
 //
 // The counts and the export come from the daemon's relay through its control socket
-// (STATE/relay.sock, the protocol of AskRelay in relay_host.hpp: one request line, the answer, close),
-// asked here with a short deadline so a relay that hangs never holds a page for long. The throttles
+// (STATE/relay.sock: one request line, the answer, close), asked with the agent core's
+// AskControlSocket (control_socket.hpp; AskRelay uses it too) with a short deadline so a relay
+// that hangs never holds a page for long. The throttles
 // are settings: a job "settings" stores them, and the same daemon cycle's AfterCycle hands them to
 // the relay.
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 
 #include "page_kit.hpp"
+#include "upkeep/agent/control_socket.hpp"
 #include "upkeep/agent/runtime.hpp"
 #include "upkeep/common/text.hpp"
 
@@ -35,59 +30,6 @@ constexpr std::size_t kMaxExportBytes = 256u << 20;
 
 constexpr const char* kClientsCss =
     "#clients .counts td{text-align:right;min-width:4em}#clients .state-failed td{color:#a00}\n";
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// One request on the relay's control socket, answered within `wait` and `max_bytes`.
-Expected<std::string> AskControl(const std::filesystem::path& socket_path, const std::string& request,
-                                 std::chrono::milliseconds wait, std::size_t max_bytes) {
-  const std::string where = socket_path.string();
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (where.size() >= sizeof(addr.sun_path)) return Error(Errc::kInvalidArgument, where + ": path too long for a unix socket");
-  std::memcpy(addr.sun_path, where.c_str(), where.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (fd.get() < 0) return Error(Errc::kIo, where + ": socket: " + std::strerror(errno));
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int e = errno;
-    if (e == ENOENT || e == ECONNREFUSED) return Error(Errc::kNotFound, where + ": no relay listens here");
-    return Error(Errc::kIo, where + ": " + std::strerror(e));
-  }
-  const std::string line = request + "\n";
-  if (::send(fd.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
-    return Error(Errc::kIo, where + ": send: " + std::strerror(errno));
-  }
-  std::string answer;
-  char buf[65536];
-  const auto deadline = std::chrono::steady_clock::now() + wait;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return Error(Errc::kIo, where + ": no answer within " + std::to_string(wait.count()) + " ms");
-    pollfd p{fd.get(), POLLIN, 0};
-    const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r <= 0) continue;  // EINTR or the deadline: checked above
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return Error(Errc::kIo, where + ": read: " + std::strerror(errno));
-    if (n == 0) break;
-    if (answer.size() + static_cast<std::size_t>(n) > max_bytes) return Error(Errc::kLimit, where + ": the answer is too large");
-    answer.append(buf, static_cast<std::size_t>(n));
-  }
-  if (answer.rfind("error: ", 0) == 0) return Error(Errc::kInvalidArgument, where + ": " + answer.substr(7));
-  return answer;
-}
 
 std::uint64_t Num(const Json& j, const char* key) {
   if (!j.is_object()) return 0;
@@ -165,7 +107,7 @@ class ClientsPanel final : public Panel {
 
  private:
   Expected<Json> RelayStatus() const {
-    UPK_TRY_ASSIGN(std::string text, AskControl(env_.config->RelaySocket(), "status", kStatusWait, kMaxStatusBytes));
+    UPK_TRY_ASSIGN(std::string text, AskControlSocket(env_.config->RelaySocket(), "status", kStatusWait, kMaxStatusBytes));
     auto parsed = ParseJson(text);
     if (!parsed.ok()) return parsed.error().Wrap("the relay's status");
     return parsed;
@@ -240,12 +182,11 @@ class ClientsPanel final : public Panel {
   Response Export(const Request& req, web::Authenticator& auth, const std::string& format) {
     auto who = auth.Authenticate(req);
     if (!who.ok()) return Redirect("/login");
-    auto body = AskControl(env_.config->RelaySocket(), "export " + format, kExportWait, kMaxExportBytes);
+    auto body = AskControlSocket(env_.config->RelaySocket(), "export " + format, kExportWait, kMaxExportBytes);
     if (!body.ok()) return ErrorPage(503, "the relay does not answer: " + body.error().message());
-    Response r = Response::Text(200, std::move(*body),
-                                format == "csv" ? "text/csv; charset=utf-8" : "application/json; charset=utf-8");
-    r.SetHeader("Content-Disposition", "attachment; filename=\"clients." + format + "\"");
-    return Secure(std::move(r));
+    return Attachment(Response::Text(200, std::move(*body),
+                                     format == "csv" ? "text/csv; charset=utf-8" : "application/json; charset=utf-8"),
+                      "clients." + format);
   }
 
   PanelEnv env_;

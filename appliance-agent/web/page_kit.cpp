@@ -54,6 +54,15 @@ Response Asset(const char* body, const char* content_type) {
   return r;
 }
 
+Response Attachment(Response body, const std::string& filename) {
+  body.SetHeader("Content-Disposition", "attachment; filename=\"" + filename + "\"");
+  return Secure(std::move(body));
+}
+
+Response JsonRefusal(int status, const std::string& code, const std::string& message) {
+  return Secure(Response::JsonError(status, code, message));
+}
+
 std::string Hidden(const std::string& name, const std::string& value) {
   return "<input type=\"hidden\" name=\"" + HtmlEscape(name) + "\" value=\"" + HtmlEscape(value) + "\">";
 }
@@ -90,6 +99,74 @@ std::variant<FormPost, Response> AcceptForm(const Request& req, web::Authenticat
   if (auto refused = auth.CheckCsrf(req, who.value(), *form)) return FromRefusal(*refused);
   if (auto refused = auth.RequireRole(who.value(), role)) return FromRefusal(*refused);
   return FormPost{std::move(who.value()), std::move(*form)};
+}
+
+namespace {
+
+constexpr std::string_view kCsrfHeader = "X-CSRF-Token";
+
+// The X-CSRF-Token header as the one-field form CheckCsrf reads; nullopt when it is absent or
+// holds characters no token has.
+std::optional<web::Form> HeaderCsrfForm(const Request& req) {
+  auto token = req.Header(kCsrfHeader);
+  if (!token || token->empty() || token->size() > 512) return std::nullopt;
+  for (char c : *token) {
+    if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '-' && c != '_' && c != '.') return std::nullopt;
+  }
+  auto form = web::Form::Parse(std::string(web::kCsrfField) + "=" + std::string(*token));
+  if (!form.ok()) return std::nullopt;
+  return std::move(*form);
+}
+
+}  // namespace
+
+Status RawUpload::Prepare(const std::filesystem::path& dir, std::function<web::Authenticator*()> authenticator) {
+  dir_ = dir;
+  authenticator_ = std::move(authenticator);
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (!ec) std::filesystem::permissions(dir_, std::filesystem::perms::owner_all, ec);
+  if (ec) return Error(Errc::kIo, "web: " + dir_.string() + ": " + ec.message());
+  RemoveFiles();
+  return OkStatus();
+}
+
+net::RouteOptions RawUpload::Options(std::uint64_t max_bytes,
+                                     std::function<std::optional<Response>(const Request&)> more) {
+  net::RouteOptions o;
+  o.body_to_file = dir_;
+  o.max_body_bytes = max_bytes;
+  o.precheck = [this, more = std::move(more)](const Request& r) -> std::optional<Response> {
+    if (auto refused = Precheck(r)) return refused;
+    return more ? more(r) : std::nullopt;
+  };
+  return o;
+}
+
+std::optional<Response> RawUpload::Check(const Request& req, web::Authenticator& auth, web::Principal* who) const {
+  auto principal = auth.Authenticate(req);
+  if (!principal.ok()) return Secure(principal.refusal().ToResponse());
+  auto form = HeaderCsrfForm(req);
+  if (!form) return JsonRefusal(403, "forbidden", "the upload carries no valid X-CSRF-Token header");
+  if (auto refused = auth.CheckCsrf(req, principal.value(), *form)) return Secure(refused->ToResponse());
+  if (auto refused = auth.RequireRole(principal.value(), web::Role::kAdmin)) return Secure(refused->ToResponse());
+  if (who != nullptr) *who = principal.value();
+  return std::nullopt;
+}
+
+std::optional<Response> RawUpload::Precheck(const Request& req) const {
+  if (req.content_length() == 0) return JsonRefusal(400, "bad_request", "the upload is empty");
+  web::Authenticator* auth = authenticator_ ? authenticator_() : nullptr;
+  if (auth == nullptr) return JsonRefusal(503, "unavailable", "the page is starting; try again in a moment");
+  return Check(req, *auth, nullptr);
+}
+
+void RawUpload::RemoveFiles(const std::filesystem::path& keep) const {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::error_code ignored;
+    if (e.path() != keep && e.is_regular_file(ignored)) std::filesystem::remove(e.path(), ignored);
+  }
 }
 
 std::string Str(const Json& j, const char* key) {

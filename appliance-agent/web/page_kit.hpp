@@ -7,9 +7,12 @@
 // endpoint clients (clients_panel.cpp).
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -41,6 +44,13 @@ net::Response Asset(const char* body, const char* content_type);
 // browser logs no failed load. A rate-limited login keeps its 429, server errors their status.
 inline int FormStatus(int status) { return status == 429 || status >= 500 ? status : 200; }
 
+// `body` as a download named `filename` (Content-Disposition: attachment), with the security
+// headers. `filename` must need no quoting (callers build it from validated ids).
+net::Response Attachment(net::Response body, const std::string& filename);
+// A JSON error {"error": {"code", "message"}} with the security headers: the answer a page script
+// reads (the raw-body uploads).
+net::Response JsonRefusal(int status, const std::string& code, const std::string& message);
+
 // ---- forms
 
 std::string Hidden(const std::string& name, const std::string& value);
@@ -62,6 +72,35 @@ struct FormPost {
 std::variant<FormPost, net::Response> AcceptForm(const net::Request& req, web::Authenticator& auth, web::Role role,
                                                  const web::FormLimits& limits = {});
 
+// ---- raw-body uploads
+
+// The guard of a POST route whose body is a file a page script sends as is (the form's CSRF token
+// for that route in the X-CSRF-Token header), streamed by the server into dir() before the
+// handler runs: nothing is written for a request refused by its headers. One per route; lives as
+// long as the panel that registered the route. Thread-safe.
+class RawUpload {
+ public:
+  // Creates `dir` (0700) and deletes the files an earlier run left in it (never used later).
+  // `authenticator` is PanelEnv::authenticator: the precheck authenticates with it.
+  Status Prepare(const std::filesystem::path& dir, std::function<web::Authenticator*()> authenticator);
+  const std::filesystem::path& dir() const { return dir_; }
+  // The route's options: the body to a file in dir(), at most `max_bytes`; the precheck is
+  // Precheck() then `more` (the route's own checks, in memory on the I/O thread).
+  net::RouteOptions Options(std::uint64_t max_bytes,
+                            std::function<std::optional<net::Response>(const net::Request&)> more = {});
+  // Session, admin role, the X-CSRF-Token header for the request's path, the Origin/Referer; the
+  // refusal as a JSON error, or nullopt with *who (may be null) set.
+  std::optional<net::Response> Check(const net::Request& req, web::Authenticator& auth, web::Principal* who) const;
+  // Before any body byte is written: an empty body, then Check(); 503 while the host starts.
+  std::optional<net::Response> Precheck(const net::Request& req) const;
+  // Deletes every file in dir() but `keep`.
+  void RemoveFiles(const std::filesystem::path& keep = {}) const;
+
+ private:
+  std::filesystem::path dir_;
+  std::function<web::Authenticator*()> authenticator_;
+};
+
 // ---- reading the status JSON defensively (fields of unexpected types read as absent)
 
 std::string Str(const Json& j, const char* key);
@@ -79,6 +118,9 @@ struct PanelEnv {
   const AgentConfig* config = nullptr;
   const Clock* clock = nullptr;
   web::AccountRepository* accounts = nullptr;    // the page's accounts (accounts_panel.cpp)
+  // The host's Authenticator for code that runs outside a route handler (an upload's precheck on
+  // the I/O thread); null while the host starts.
+  std::function<web::Authenticator*()> authenticator;
   std::function<void(const std::string&)> log;  // may be empty
 };
 

@@ -500,6 +500,7 @@ Expected<std::unique_ptr<WebHost>> WebHost::Start(const WebHostOptions& options,
   env.config = link.config;
   env.clock = &clock;
   env.accounts = &accounts;
+  env.authenticator = [p] { return p->published.load(); };
   env.log = p->log;
   for (auto make : {webpage::MakeJobsPanel, webpage::MakeInstallPanel, webpage::MakeAirgapPanel,
                     webpage::MakeBackupPanel, webpage::MakeClientsPanel, webpage::MakeHistoryPanel,

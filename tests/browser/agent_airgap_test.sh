@@ -12,60 +12,8 @@
 # Usage: agent_airgap_test.sh BIN_DIR SOURCE_DIR BUILD_DIR    Exit 0 pass, 1 fail, 77 skip (only
 # when tests/browser/node_modules or /usr/bin/chromium is missing: tools/test installs both).
 set -euo pipefail
-
-bin=$(cd "${1:?usage: agent_airgap_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
-src=$(cd "${2:?usage: agent_airgap_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
-build=$(mkdir -p "${3:?usage: agent_airgap_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && cd "$3" && pwd)
-here=$src/tests/browser
-source "$here/lib/run.sh"
-browser_preflight
-command -v openssl >/dev/null || { echo "FAIL: openssl is not installed"; exit 1; }
-
-source "$src/tests/lib/e2e.sh"
-e2e_begin browser-agent-airgap upk updater keyserver appliance-agent
-source "$here/lib/agent_web.sh"
-e2e_on_exit() {
-  browser_stop
-  agent_web_stop
-}
-e2e_on_fail() { agent_web_show_logs; }
-source "$src/tests/appliance-agent/lib.sh"
-
-# As agent_web_up (lib/agent_web.sh), for an appliance whose check-ins fail: waits for the
-# daemon's first (failed) check instead of a successful one.
-airgap_web_up() {
-  local a=$1
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$a/web.key" -out "$a/web.pem" >openssl.out 2>&1 ||
-    fail "openssl: $(cat openssl.out)"
-  chmod 600 "$a/web.key"
-  jq '.web = {listen: "127.0.0.1:0", certificate: "web.pem", private_key: "web.key"}' "$a/agent.json" >agent.json.new
-  mv agent.json.new "$a/agent.json"
-  "$bin/appliance-agent" --config "$a/agent.json" run >agent.log 2>agent.err &
-  agent_pid=$!
-  origin=
-  for _ in $(seq 1 150); do
-    origin=$(sed -nE 's|.*web: first start: open (https://127\.0\.0\.1:[0-9]+)/setup with the one-time setup token .*|\1|p' \
-      agent.log agent.err | head -n 1)
-    [[ -n "$origin" ]] && break
-    kill -0 "$agent_pid" 2>/dev/null || fail "the agent daemon died"
-    sleep 0.2
-  done
-  [[ -n "$origin" ]] || fail "the daemon logged no setup line within 30 s"
-  local old_umask
-  old_umask=$(umask)
-  umask 077
-  sed -nE 's|.*web: first start: open https://[^ ]+/setup with the one-time setup token ([0-9a-f]+) \(valid 24 h\).*|\1|p' \
-    agent.log agent.err | head -n 1 >setup.token
-  umask "$old_umask"
-  [[ -s setup.token ]] || fail "no setup token in the daemon's log line"
-  for _ in $(seq 1 150); do
-    grep -qE ' check: [0-9]+ update\(s\) to install|check failed' agent.log agent.err && break
-    kill -0 "$agent_pid" 2>/dev/null || fail "the agent daemon died"
-    sleep 0.2
-  done
-  grep -q 'check failed' agent.err || fail "the cut-off appliance's first check did not fail: $(tail -n 5 agent.log)"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/agent_web.sh"
+agent_web_begin browser-agent-airgap "upk updater keyserver appliance-agent" "$@"
 
 agent_stack_up
 
@@ -77,7 +25,7 @@ jq '.updater_url = "http://127.0.0.1:9"' "$a/agent.json" >"$a/agent.json.new" &&
 agent "$a" check >nocheck.out 2>&1 && fail "the cut-off appliance reached the updater: $(cat nocheck.out)"
 
 step "the agent daemon, with the updates page"
-airgap_web_up "$a"
+agent_web_up "$a" offline
 echo "the page: $origin; the portal: $STACK_UP_URL/portal"
 
 step "chromium: download key, portal, bundle upload, import job, report"

@@ -12,24 +12,8 @@
 #
 # Usage: agent_backup_test.sh BIN_DIR SOURCE_DIR BUILD_DIR    Exit 0 pass, 1 fail, 77 skip.
 set -euo pipefail
-
-bin=$(cd "${1:?usage: agent_backup_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
-src=$(cd "${2:?usage: agent_backup_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
-build=$(mkdir -p "${3:?usage: agent_backup_test.sh BIN_DIR SOURCE_DIR BUILD_DIR}" && cd "$3" && pwd)
-here=$src/tests/browser
-source "$here/lib/run.sh"
-browser_preflight
-command -v openssl >/dev/null || { echo "FAIL: openssl is not installed"; exit 1; }
-
-source "$src/tests/lib/e2e.sh"
-e2e_begin browser-agent-backup upk updater keyserver appliance-agent relay-sim
-source "$here/lib/agent_web.sh"
-e2e_on_exit() {
-  browser_stop
-  agent_web_stop
-}
-e2e_on_fail() { agent_web_show_logs; }
-source "$src/tests/appliance-agent/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/agent_web.sh"
+agent_web_begin browser-agent-backup "upk updater keyserver appliance-agent relay-sim" "$@"
 
 agent_stack_up
 

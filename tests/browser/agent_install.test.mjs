@@ -12,7 +12,7 @@
 //   UPKEEP_EXPECT_INSTALLED   "name version,name version" the page must show after the run
 //   UPKEEP_FAIL_STEP          "name version" of the failing release (rollback run)
 import { runBrowserTest } from './lib/harness.mjs';
-import { kAdmin, kPassword, setupAndSignIn } from './lib/agent_session.mjs';
+import { setupAndSignIn, signIn } from './lib/agent_session.mjs';
 
 const part = process.env.UPKEEP_PART;
 const kJobWaitMs = 120_000;
@@ -106,15 +106,13 @@ if (part === 'install') {
     const [failName, failVersion] = failStep.split(' ');
     t.step('sign in');
     await t.goto('/login');
-    await t.fill({ 'Account name': kAdmin, Password: kPassword });
-    let code = await t.submit('Sign in');
-    t.check(code === 200 && new URL(page.url()).pathname === '/', `sign-in ended at ${page.url()} (${code})`);
+    await signIn(t);
     const before = await installed(page);
     const running = (before.find((r) => r[0] === failName) || [])[2];
     t.note(`${failName} ${running} is installed`);
 
     t.step(`"Check for updates" until the plan names ${failStep}`);
-    code = await t.submit('Check for updates');
+    const code = await t.submit('Check for updates');
     t.check(code === 200, `the check answered ${code}`);
     const deadline = Date.now() + kCheckWaitMs;
     let found = false;

@@ -6,10 +6,9 @@
 //   UPKEEP_SETUP_TOKEN_FILE   the one-time setup token (from the daemon's log; never printed)
 //   UPKEEP_EXPECT_PLAN_FILE   `appliance-agent --json check` output: the plan the page must show
 import fs from 'node:fs';
+import { kAdmin, kPassword, signIn } from './lib/agent_session.mjs';
 import { runBrowserTest } from './lib/harness.mjs';
 
-const kAdmin = 'admin';
-const kPassword = 'correct horse battery staple 7';
 const kCheckWaitMs = 30_000;
 
 await runBrowserTest('agent_page', async (t) => {
@@ -70,9 +69,7 @@ await runBrowserTest('agent_page', async (t) => {
   t.check(new URL(page.url()).pathname === '/login', `GET /setup after setup ended at ${page.url()} (${code})`);
 
   t.step('sign in: the updates page');
-  await t.fill({ 'Account name': kAdmin, Password: kPassword });
-  code = await t.submit('Sign in');
-  t.check(code === 200 && new URL(page.url()).pathname === '/', `sign-in ended at ${page.url()} (${code})`);
+  await signIn(t);
   t.check((await page.title()) === 'Updates - Upkeep appliance', `unexpected title "${await page.title()}"`);
   const header = (await page.locator('header').textContent()) || '';
   t.check(header.includes(`Signed in as ${kAdmin}`), `the header does not name the account: "${header.trim()}"`);
@@ -158,8 +155,6 @@ await runBrowserTest('agent_page', async (t) => {
 
   // The final state, for the harness's screenshot: the updates page after the check.
   t.step('sign in again: the updates page after the check');
-  await t.fill({ 'Account name': kAdmin, Password: kPassword });
-  code = await t.submit('Sign in');
-  t.check(code === 200 && new URL(page.url()).pathname === '/', `sign-in ended at ${page.url()} (${code})`);
+  await signIn(t);
   t.note(`last check: ${((await page.locator('#last-check').textContent()) || '').trim()} (after the check: ${lastCheckLine})`);
 });

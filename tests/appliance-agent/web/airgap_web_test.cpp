@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "../core/core_world.hpp"
-#include "test_client.hpp"
+#include "page_test_kit.hpp"
 #include "upkeep/agent/runtime.hpp"
 #include "upkeep/agent/web_host.hpp"
 #include "upkeep/bundle/bundle.hpp"
@@ -26,47 +26,9 @@
 #include "upkeep/trust/download_key.hpp"
 #include "upkeep/web/password.hpp"
 
-namespace upkeep::agent {
+// In the kit's namespace: its names come first (net::test's HttpResponse, not the agent's).
+namespace upkeep::agent::pagetest {
 namespace {
-
-using net::test::HttpResponse;
-using net::test::RawClient;
-
-struct Jar {
-  std::map<std::string, std::string> cookies;
-  void Take(const HttpResponse& r) {
-    for (const auto& [name, value] : r.headers) {
-      if (!upkeep::EqualsIgnoreCase(name, "Set-Cookie")) continue;
-      const auto eq = value.find('=');
-      const auto semi = value.find(';');
-      const std::string n = value.substr(0, eq);
-      const std::string v = value.substr(eq + 1, semi == std::string::npos ? std::string::npos : semi - eq - 1);
-      if (v.empty()) {
-        cookies.erase(n);
-      } else {
-        cookies[n] = v;
-      }
-    }
-  }
-  std::string Header() const {
-    std::string out;
-    for (const auto& [n, v] : cookies) out += (out.empty() ? "" : "; ") + n + "=" + v;
-    return out;
-  }
-};
-
-std::string Between(const std::string& html, const std::string& marker, char end = '"') {
-  const auto at = html.find(marker);
-  if (at == std::string::npos) return {};
-  const auto start = at + marker.size();
-  return html.substr(start, html.find(end, start) - start);
-}
-
-std::string CsrfFor(const std::string& html, const std::string& action) {
-  const auto form = html.find("action=\"" + action + "\"");
-  if (form == std::string::npos) return {};
-  return Between(html.substr(form), "name=\"csrf_token\" value=\"");
-}
 
 std::vector<std::string> FilesIn(const fs::path& dir) {
   std::vector<std::string> out;
@@ -75,8 +37,10 @@ std::vector<std::string> FilesIn(const fs::path& dir) {
   return out;
 }
 
-class AirgapWebTest : public ::testing::Test {
+class AirgapWebTest : public PageTest {
  protected:
+  // The read-only runtime judges by the system clock: the world runs on it too.
+  AirgapWebTest() : PageTest(NowSeconds()) {}
   void SetUp() override {
     AddStandardReleases(vendor_);
     vendor_.channel = {"base-2.0.0", "software-7.1.0", "software-8.0.0"};
@@ -90,86 +54,22 @@ class AirgapWebTest : public ::testing::Test {
     ASSERT_TRUE(
         WriteFileAtomic(world_->config.director_key_file, vendor_.director().public_key().ToJson().dump()).ok());
     source_ = MakeRuntimeUpdatesSource(world_->config);
-    auto cert = net::testing::WriteSelfSignedCertificate(certs_.path());
-    ASSERT_TRUE(cert.ok()) << cert.error().message();
-    cert_ = *cert;
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    ASSERT_EQ(SSL_CTX_load_verify_locations(ctx_, cert_.certificate.c_str(), nullptr), 1);
+    TrustCertificate(certs_.path());
     StartHost(true);
-  }
-  void TearDown() override {
-    host_.reset();
-    SSL_CTX_free(ctx_);
   }
 
   void StartHost(bool with_daemon) {
-    host_.reset();
-    WebHostOptions o;
-    o.listen = "127.0.0.1:0";
-    o.certificate = cert_.certificate;
-    o.private_key = cert_.private_key;
-    o.fast_password_hashing = true;
     WebDaemonLink link;
     if (with_daemon) {
       link.jobs = &jobs_;
       link.config = &world_->config;
     }
-    auto host = WebHost::Start(
-        o, accounts_, *source_, clock_, SystemRandom::Instance(),
-        [this](const std::string& l) {
-          std::lock_guard lock(log_mu_);
-          log_.push_back(l);
-        },
-        link);
-    ASSERT_TRUE(host.ok()) << host.error().message();
-    host_ = std::move(*host);
-    origin_ = "Origin: https://127.0.0.1:" + std::to_string(host_->port()) + "\r\n";
+    StartWebHost(*source_, link);
   }
 
-  HttpResponse Do(const std::string& method, const std::string& path, Jar* jar = nullptr, const std::string& body = "",
-                  const std::string& extra = "", const std::string& type = "application/x-www-form-urlencoded") {
-    RawClient c(host_->port(), ctx_, false, std::chrono::seconds(20));
-    EXPECT_TRUE(c.connected());
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-    if (jar != nullptr && !jar->cookies.empty()) req += "Cookie: " + jar->Header() + "\r\n";
-    if (method == "POST" && extra.find("Content-Length:") == std::string::npos) {
-      req += "Content-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-    }
-    req += extra + "Connection: close\r\n\r\n" + body;
-    auto r = c.Request(req);
-    EXPECT_TRUE(r.has_value()) << method << " " << path;
-    if (!r) return {};
-    if (jar != nullptr) jar->Take(*r);
-    return *r;
-  }
-
-  std::string SetupToken() {
-    std::lock_guard lock(log_mu_);
-    for (auto it = log_.rbegin(); it != log_.rend(); ++it) {  // a restarted host logs a new one
-      const std::string& l = *it;
-      const std::string marker = "one-time setup token ";
-      auto at = l.find(marker);
-      if (at != std::string::npos) return l.substr(at + marker.size(), 32);
-    }
-    return {};
-  }
-
-  Jar SignIn(const std::string& name = "admin", const std::string& password = "correct-horse-42") {
-    if (auto n = accounts_.Count(); n.ok() && *n == 0) {
-      Jar setup;
-      auto form = Do("GET", "/setup", &setup);
-      auto r = Do("POST", "/setup", &setup,
-                  "csrf_token=" + CsrfFor(form.body, "/setup") + "&setup_token=" + SetupToken() +
-                      "&name=admin&password=correct-horse-42&password2=correct-horse-42");
-      EXPECT_EQ(r.status, 303) << r.body;
-    }
-    Jar jar;
-    auto form = Do("GET", "/login", &jar);
-    auto r = Do("POST", "/login", &jar,
-                "csrf_token=" + CsrfFor(form.body, "/login") + "&name=" + name + "&password=" + password);
-    EXPECT_EQ(r.status, 303) << r.body;
-    return jar;
+  Jar SignIn(const std::string& name = "admin", const std::string& password = kAdminPassword) {
+    if (auto n = accounts_.Count(); n.ok() && *n == 0) DoSetup();
+    return LoginAs(name, password);
   }
 
   // Runs the queued jobs as the daemon does, over the world's agent.
@@ -265,21 +165,10 @@ class AirgapWebTest : public ::testing::Test {
   }
   fs::path UploadDir() const { return world_->config.state_dir / "uploads"; }
 
-  // The read-only runtime judges by the system clock: the world runs on it too.
-  FakeClock clock_{std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now())};
   Vendor vendor_{clock_};
   std::unique_ptr<World> world_;
-  JobQueue jobs_{clock_, {}};
   std::unique_ptr<UpdatesSource> source_ = nullptr;
   WorldDir certs_, bundles_;
-  net::testing::CertificateFiles cert_;
-  SSL_CTX* ctx_ = nullptr;
-  web::InMemoryAccountRepository accounts_;
-  std::mutex log_mu_;
-  std::vector<std::string> log_;
-  std::unique_ptr<WebHost> host_;
-  std::string origin_;
-
 };
 
 using AirgapPageTest = AirgapWebTest;
@@ -380,6 +269,18 @@ TEST_F(AirgapPageTest, TheKeyIsMadeByAJobAndShownWithItsQrCode) {
   EXPECT_NE(later.body.find("No valid download key"), std::string::npos);
 }
 
+TEST_F(AirgapPageTest, AnUploadWithoutASessionIsRefusedBeforeItsBodyEvenAsTheFirstRequest) {
+  // Nothing was asked of the page yet: the precheck still authenticates (no body byte is read or
+  // written for a stranger), so the answer comes at once although the body never does.
+  Jar forged;
+  forged.cookies["__Host-upkeep_session"] = std::string(64, 'a');
+  auto r = Do("POST", "/airgap/upload", &forged, "",
+              origin_ + "X-CSRF-Token: " + std::string(64, 'b') +
+                  "\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\n");
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_TRUE(FilesIn(UploadDir()).empty());
+}
+
 TEST_F(AirgapPageTest, UploadsAreRefusedBeforeAnyJob) {
   Jar jar = SignIn();
   const std::string token = UploadToken(jar);
@@ -403,13 +304,7 @@ TEST_F(AirgapPageTest, UploadsAreRefusedBeforeAnyJob) {
   // Empty.
   EXPECT_EQ(Upload(jar, "", origin_ + "X-CSRF-Token: " + token + "\r\n").status, 400);
   // A read-only account: the role decides, whatever the token.
-  web::PasswordHasher hasher(web::PasswordCost::MinForTests());
-  web::Account viewer;
-  viewer.name = "viewer";
-  viewer.role = web::Role::kReadOnly;
-  viewer.password_hash = *hasher.Hash("viewer-password-1");
-  viewer.created = clock_.Now();
-  ASSERT_TRUE(accounts_.Create(viewer).ok());
+  ASSERT_NO_FATAL_FAILURE(AddAccount("viewer", web::Role::kReadOnly, "viewer-password-1"));
   Jar vjar = SignIn("viewer", "viewer-password-1");
   auto vpage = Do("GET", "/", &vjar);
   EXPECT_EQ(vpage.body.find("id=\"airgap-upload\""), std::string::npos);
@@ -514,4 +409,4 @@ TEST_F(AirgapPageTest, LeftoverUploadsAreRemovedAtStart) {
 }
 
 }  // namespace
-}  // namespace upkeep::agent
+}  // namespace upkeep::agent::pagetest

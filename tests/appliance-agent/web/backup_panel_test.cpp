@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../core/core_world.hpp"
-#include "test_client.hpp"
+#include "page_test_kit.hpp"
 #include "upkeep/agent/backup.hpp"
 #include "upkeep/agent/runtime.hpp"
 #include "upkeep/agent/web_host.hpp"
@@ -21,54 +21,17 @@
 #include "upkeep/net/testing_cert.hpp"
 #include "upkeep/web/password.hpp"
 
-namespace upkeep::agent {
+// In the kit's namespace: its names come first (net::test's HttpResponse, not the agent's).
+namespace upkeep::agent::pagetest {
 namespace {
 
-using net::test::HttpResponse;
-using net::test::RawClient;
-
-constexpr const char* kAdminPassword = "correct-horse-42";
 constexpr const char* kViewerPassword = "viewer-horse-42";
 constexpr const char* kBackupPassword = "backup-secret-123";
 constexpr const char* kMagic = "UPKBAK1\n";
 
-struct Jar {
-  std::map<std::string, std::string> cookies;
-  void Take(const HttpResponse& r) {
-    for (const auto& [name, value] : r.headers) {
-      if (!upkeep::EqualsIgnoreCase(name, "Set-Cookie")) continue;
-      const auto eq = value.find('=');
-      const auto semi = value.find(';');
-      const std::string n = value.substr(0, eq);
-      const std::string v = value.substr(eq + 1, semi == std::string::npos ? std::string::npos : semi - eq - 1);
-      if (v.empty()) {
-        cookies.erase(n);
-      } else {
-        cookies[n] = v;
-      }
-    }
-  }
-  std::string Header() const {
-    std::string out;
-    for (const auto& [n, v] : cookies) out += (out.empty() ? "" : "; ") + n + "=" + v;
-    return out;
-  }
-};
-
-std::string CsrfFor(const std::string& html, const std::string& action) {
-  const auto form = html.find("action=\"" + action + "\"");
-  if (form == std::string::npos) return {};
-  const std::string marker = "name=\"csrf_token\" value=\"";
-  const auto at = html.find(marker, form);
-  if (at == std::string::npos) return {};
-  const auto start = at + marker.size();
-  return html.substr(start, html.find('"', start) - start);
-}
-
-bool Has(const std::string& body, const std::string& what) { return body.find(what) != std::string::npos; }
-
-class BackupPanelTest : public ::testing::Test {
+class BackupPanelTest : public PageTest {
  protected:
+  BackupPanelTest() : PageTest(NowSeconds()) {}
   void SetUp() override {
     AddStandardReleases(vendor_);
     world_ = std::make_unique<World>(vendor_, clock_);
@@ -85,80 +48,17 @@ class BackupPanelTest : public ::testing::Test {
     c.backup.vault_key_path = vault_;
     conf_ = world_->root() / "etc" / "app.conf";
 
-    auto cert = net::testing::WriteSelfSignedCertificate(world_->root());
-    ASSERT_TRUE(cert.ok()) << cert.error().message();
-    cert_ = *cert;
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    ASSERT_EQ(SSL_CTX_load_verify_locations(ctx_, cert_.certificate.c_str(), nullptr), 1);
+    TrustCertificate(world_->root());
     AddAccount("admin", web::Role::kAdmin, kAdminPassword);
     AddAccount("viewer", web::Role::kReadOnly, kViewerPassword);
     StartHost(true);
   }
-  void TearDown() override {
-    host_.reset();
-    SSL_CTX_free(ctx_);
-  }
-
-  void AddAccount(const std::string& name, web::Role role, const std::string& password) {
-    web::Account a;
-    a.name = name;
-    a.role = role;
-    a.password_hash = web::PasswordHasher(web::PasswordCost::MinForTests()).Hash(password).value();
-    a.created = clock_.Now();
-    ASSERT_TRUE(accounts_.Create(a).ok());
-  }
 
   void StartHost(bool with_jobs) {
-    host_.reset();
-    WebHostOptions o;
-    o.listen = "127.0.0.1:0";
-    o.certificate = cert_.certificate;
-    o.private_key = cert_.private_key;
-    o.fast_password_hashing = true;
     WebDaemonLink link;
     link.jobs = with_jobs ? &jobs_ : nullptr;
     link.config = &world_->config;
-    auto host = WebHost::Start(o, accounts_, source_, clock_, SystemRandom::Instance(),
-                               [this](const std::string& l) {
-                                 std::lock_guard lock(log_mu_);
-                                 log_.push_back(l);
-                               },
-                               link);
-    ASSERT_TRUE(host.ok()) << host.error().message();
-    host_ = std::move(*host);
-  }
-
-  HttpResponse Do(const std::string& method, const std::string& path, Jar* jar = nullptr, const std::string& body = "",
-                  const std::string& extra = "", const std::string& type = "application/x-www-form-urlencoded") {
-    RawClient c(host_->port(), ctx_, false, std::chrono::seconds(30));
-    EXPECT_TRUE(c.connected());
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-    if (jar != nullptr && !jar->cookies.empty()) req += "Cookie: " + jar->Header() + "\r\n";
-    if (method == "POST") {
-      req += "Content-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-    }
-    req += extra + "Connection: close\r\n\r\n" + body;
-    auto r = c.Request(req);
-    EXPECT_TRUE(r.has_value()) << method << " " << path;
-    if (!r) return {};
-    if (jar != nullptr) jar->Take(*r);
-    return *r;
-  }
-
-  HttpResponse Submit(Jar& jar, const std::string& page, const std::string& action, const std::string& fields) {
-    auto form = Do("GET", page, &jar);
-    const std::string csrf = CsrfFor(form.body, action);
-    EXPECT_FALSE(csrf.empty()) << form.body;
-    return Do("POST", action, &jar, "csrf_token=" + csrf + "&" + fields);
-  }
-
-  Jar LoginAs(const std::string& name, const std::string& password) {
-    Jar jar;
-    auto login = Do("GET", "/login", &jar);
-    auto r = Do("POST", "/login", &jar, "csrf_token=" + CsrfFor(login.body, "/login") + "&name=" + name + "&password=" + password);
-    EXPECT_EQ(r.status, 303) << r.body;
-    return jar;
+    StartWebHost(source_, link);
   }
 
   // The daemon's part: runs the queued jobs with a writable runtime (the store lock).
@@ -184,29 +84,10 @@ class BackupPanelTest : public ::testing::Test {
     return store.List().value();
   }
 
-  std::string LogText() {
-    std::lock_guard lock(log_mu_);
-    std::string all;
-    for (const auto& l : log_) all += l + "\n";
-    return all;
-  }
-
-  FakeClock clock_{std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now())};
   Vendor vendor_{clock_};
   std::unique_ptr<World> world_;
   fs::path vault_, conf_;
-  net::testing::CertificateFiles cert_;
-  SSL_CTX* ctx_ = nullptr;
-  web::InMemoryAccountRepository accounts_;
-  class NoSource final : public UpdatesSource {
-   public:
-    Expected<Json> Status() override { return Json::object(); }
-    upkeep::Status RequestCheck() override { return OkStatus(); }
-  } source_;
-  JobQueue jobs_{clock_, {}};
-  std::mutex log_mu_;
-  std::vector<std::string> log_;
-  std::unique_ptr<WebHost> host_;
+  FakeSource source_;
 };
 
 TEST_F(BackupPanelTest, CreateFormErrorsAreShownNextToTheFieldsAndNothingIsQueued) {
@@ -522,4 +403,4 @@ TEST_F(BackupPanelTest, WithoutTheDaemonTheActionsAreUnavailable) {
 }
 
 }  // namespace
-}  // namespace upkeep::agent
+}  // namespace upkeep::agent::pagetest

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "../core/core_world.hpp"
-#include "test_client.hpp"
+#include "page_test_kit.hpp"
 #include "upkeep/agent/runtime.hpp"
 #include "upkeep/agent/web_host.hpp"
 #include "upkeep/agent/web_jobs.hpp"
@@ -27,49 +27,11 @@
 #include "upkeep/net/testing_cert.hpp"
 #include "upkeep/web/password.hpp"
 
-namespace upkeep::agent {
+// In the kit's namespace: its names come first (net::test's HttpResponse, not the agent's).
+namespace upkeep::agent::pagetest {
 namespace {
 
-using net::test::HttpResponse;
-using net::test::RawClient;
-
-constexpr const char* kAdminPassword = "correct-horse-42";
 constexpr const char* kViewerPassword = "viewer-horse-42";
-
-struct Jar {
-  std::map<std::string, std::string> cookies;
-  void Take(const HttpResponse& r) {
-    for (const auto& [name, value] : r.headers) {
-      if (!upkeep::EqualsIgnoreCase(name, "Set-Cookie")) continue;
-      const auto eq = value.find('=');
-      const auto semi = value.find(';');
-      const std::string n = value.substr(0, eq);
-      const std::string v = value.substr(eq + 1, semi == std::string::npos ? std::string::npos : semi - eq - 1);
-      if (v.empty()) {
-        cookies.erase(n);
-      } else {
-        cookies[n] = v;
-      }
-    }
-  }
-  std::string Header() const {
-    std::string out;
-    for (const auto& [n, v] : cookies) out += (out.empty() ? "" : "; ") + n + "=" + v;
-    return out;
-  }
-};
-
-std::string CsrfFor(const std::string& html, const std::string& action) {
-  const auto form = html.find("action=\"" + action + "\"");
-  if (form == std::string::npos) return {};
-  const std::string marker = "name=\"csrf_token\" value=\"";
-  const auto at = html.find(marker, form);
-  if (at == std::string::npos) return {};
-  const auto start = at + marker.size();
-  return html.substr(start, html.find('"', start) - start);
-}
-
-bool Has(const std::string& body, const std::string& what) { return body.find(what) != std::string::npos; }
 
 // A relay control socket that answers from a table (or, `silent`, never answers).
 class FakeControlSocket {
@@ -141,8 +103,9 @@ Json RelayStatus() {
 
 const std::string kCsv = "id,platform,version,state\nep-1,linux-x86_64,2.0.0,current\n";
 
-class ClientsPanelTest : public ::testing::Test {
+class ClientsPanelTest : public PageTest {
  protected:
+  ClientsPanelTest() : PageTest(NowSeconds()) {}
   void SetUp() override {
     AddStandardReleases(vendor_);
     world_ = std::make_unique<World>(vendor_, clock_);
@@ -159,73 +122,20 @@ class ClientsPanelTest : public ::testing::Test {
     relay.private_key = world_->root() / "relay.key";
     relay.clients = world_->root() / "clients.json";
     c.relay = relay;
-    auto cert = net::testing::WriteSelfSignedCertificate(world_->root());
-    ASSERT_TRUE(cert.ok()) << cert.error().message();
-    cert_ = *cert;
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    ASSERT_EQ(SSL_CTX_load_verify_locations(ctx_, cert_.certificate.c_str(), nullptr), 1);
+    TrustCertificate(world_->root());
     AddAccount("admin", web::Role::kAdmin, kAdminPassword);
     AddAccount("viewer", web::Role::kReadOnly, kViewerPassword);
   }
-  void TearDown() override {
-    host_.reset();
-    SSL_CTX_free(ctx_);
-  }
-
-  void AddAccount(const std::string& name, web::Role role, const std::string& password) {
-    web::Account a;
-    a.name = name;
-    a.role = role;
-    a.password_hash = web::PasswordHasher(web::PasswordCost::MinForTests()).Hash(password).value();
-    a.created = clock_.Now();
-    ASSERT_TRUE(accounts_.Create(a).ok());
-  }
 
   void StartHost() {
-    host_.reset();
-    WebHostOptions o;
-    o.listen = "127.0.0.1:0";
-    o.certificate = cert_.certificate;
-    o.private_key = cert_.private_key;
-    o.fast_password_hashing = true;
     WebDaemonLink link;
     link.jobs = &jobs_;
     link.config = &world_->config;
-    auto host = WebHost::Start(o, accounts_, source_, clock_, SystemRandom::Instance(), {}, link);
-    ASSERT_TRUE(host.ok()) << host.error().message();
-    host_ = std::move(*host);
-  }
-
-  HttpResponse Do(const std::string& method, const std::string& path, Jar* jar = nullptr, const std::string& body = "") {
-    RawClient c(host_->port(), ctx_, false, std::chrono::seconds(30));
-    EXPECT_TRUE(c.connected());
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-    if (jar != nullptr && !jar->cookies.empty()) req += "Cookie: " + jar->Header() + "\r\n";
-    if (method == "POST") {
-      req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-    }
-    req += "Connection: close\r\n\r\n" + body;
-    auto r = c.Request(req);
-    EXPECT_TRUE(r.has_value()) << method << " " << path;
-    if (!r) return {};
-    if (jar != nullptr) jar->Take(*r);
-    return *r;
-  }
-
-  Jar LoginAs(const std::string& name, const std::string& password) {
-    Jar jar;
-    auto login = Do("GET", "/login", &jar);
-    auto r = Do("POST", "/login", &jar, "csrf_token=" + CsrfFor(login.body, "/login") + "&name=" + name + "&password=" + password);
-    EXPECT_EQ(r.status, 303) << r.body;
-    return jar;
+    StartWebHost(source_, link);
   }
 
   HttpResponse PostThrottles(Jar& jar, const std::string& fields) {
-    auto page = Do("GET", "/", &jar);
-    const std::string csrf = CsrfFor(page.body, "/clients/settings");
-    EXPECT_FALSE(csrf.empty()) << page.body;
-    return Do("POST", "/clients/settings", &jar, "csrf_token=" + csrf + "&" + fields);
+    return Submit(jar, "/", "/clients/settings", fields);
   }
 
   Settings StoredSettings() {
@@ -234,19 +144,9 @@ class ClientsPanelTest : public ::testing::Test {
     return rt.ok() ? (*rt)->agent->CurrentSettings() : Settings{};
   }
 
-  FakeClock clock_{std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now())};
   Vendor vendor_{clock_};
   std::unique_ptr<World> world_;
-  net::testing::CertificateFiles cert_;
-  SSL_CTX* ctx_ = nullptr;
-  web::InMemoryAccountRepository accounts_;
-  class NoSource final : public UpdatesSource {
-   public:
-    Expected<Json> Status() override { return Json::object(); }
-    upkeep::Status RequestCheck() override { return OkStatus(); }
-  } source_;
-  JobQueue jobs_{clock_, {}};
-  std::unique_ptr<WebHost> host_;
+  FakeSource source_;
 };
 
 TEST_F(ClientsPanelTest, WithoutARelaySectionThereIsNoPanelAndNoRoute) {
@@ -370,4 +270,4 @@ TEST_F(ClientsPanelTest, ARelayAnsweringGarbageIsAnErrorNotACrash) {
 }
 
 }  // namespace
-}  // namespace upkeep::agent
+}  // namespace upkeep::agent::pagetest

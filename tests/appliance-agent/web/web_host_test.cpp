@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "test_client.hpp"
+#include "page_test_kit.hpp"
 #include "upkeep/agent/config.hpp"
 #include "upkeep/agent/web_host.hpp"
 #include "upkeep/common/files.hpp"
@@ -18,28 +18,9 @@
 #include "upkeep/net/testing_cert.hpp"
 #include "upkeep/web/password.hpp"
 
-namespace upkeep::agent {
+// In the kit's namespace: its names come first (net::test's HttpResponse, not the agent's).
+namespace upkeep::agent::pagetest {
 namespace {
-
-using net::test::HttpResponse;
-using net::test::RawClient;
-
-class FakeSource final : public UpdatesSource {
- public:
-  Expected<Json> Status() override {
-    std::lock_guard lock(mu);
-    if (fail) return Error(Errc::kIo, "store unreadable");
-    return status;
-  }
-  upkeep::Status RequestCheck() override {
-    ++checks;
-    return OkStatus();
-  }
-  std::mutex mu;
-  Json status;
-  bool fail = false;
-  std::atomic<int> checks{0};
-};
 
 Json SampleStatus() {
   return Json::parse(R"({
@@ -57,137 +38,26 @@ Json SampleStatus() {
   })");
 }
 
-struct Jar {
-  std::map<std::string, std::string> cookies;
-  void Take(const HttpResponse& r) {
-    for (const auto& [name, value] : r.headers) {
-      if (!upkeep::EqualsIgnoreCase(name, "Set-Cookie")) continue;
-      const auto eq = value.find('=');
-      const auto semi = value.find(';');
-      const std::string n = value.substr(0, eq);
-      const std::string v = value.substr(eq + 1, semi == std::string::npos ? std::string::npos : semi - eq - 1);
-      if (v.empty()) {
-        cookies.erase(n);
-      } else {
-        cookies[n] = v;
-      }
-    }
-  }
-  std::string Header() const {
-    std::string out;
-    for (const auto& [n, v] : cookies) out += (out.empty() ? "" : "; ") + n + "=" + v;
-    return out;
-  }
-};
-
-// The csrf_token value of the form posting to `action`.
-std::string CsrfFor(const std::string& html, const std::string& action) {
-  const auto form = html.find("action=\"" + action + "\"");
-  if (form == std::string::npos) return {};
-  const std::string marker = "name=\"csrf_token\" value=\"";
-  const auto at = html.find(marker, form);
-  if (at == std::string::npos) return {};
-  const auto start = at + marker.size();
-  return html.substr(start, html.find('"', start) - start);
-}
-
-class WebHostTest : public ::testing::Test {
+class WebHostTest : public PageTest {
  protected:
+  WebHostTest() : PageTest(SysTime(std::chrono::seconds(1893456000))) {}
   void SetUp() override {
     dir_ = std::filesystem::temp_directory_path() /
            ("agent_web_test_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    auto cert = net::testing::WriteSelfSignedCertificate(dir_);
-    ASSERT_TRUE(cert.ok()) << cert.error().message();
-    cert_ = *cert;
+    TrustCertificate(dir_);
     source_.status = SampleStatus();
-    ctx_ = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
-    ASSERT_EQ(SSL_CTX_load_verify_locations(ctx_, cert_.certificate.c_str(), nullptr), 1);
-    StartHost();
+    StartWebHost(source_);
   }
   void TearDown() override {
-    host_.reset();
-    SSL_CTX_free(ctx_);
+    PageTest::TearDown();
     std::filesystem::remove_all(dir_);
   }
 
-  void StartHost() {
-    WebHostOptions o;
-    o.listen = "127.0.0.1:0";
-    o.certificate = cert_.certificate;
-    o.private_key = cert_.private_key;
-    o.fast_password_hashing = true;
-    auto host = WebHost::Start(o, accounts_, source_, clock_, SystemRandom::Instance(), [this](const std::string& l) {
-      std::lock_guard lock(log_mu_);
-      log_.push_back(l);
-    });
-    ASSERT_TRUE(host.ok()) << host.error().message();
-    host_ = std::move(*host);
-  }
-
-  std::string SetupToken() {
-    std::lock_guard lock(log_mu_);
-    for (const auto& l : log_) {
-      const std::string marker = "one-time setup token ";
-      auto at = l.find(marker);
-      if (at != std::string::npos) return l.substr(at + marker.size(), 32);
-    }
-    return {};
-  }
-
-  HttpResponse Do(const std::string& method, const std::string& path, Jar* jar = nullptr, const std::string& body = "",
-                  const std::string& extra = "") {
-    RawClient c(host_->port(), ctx_);
-    EXPECT_TRUE(c.connected());
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
-    if (jar != nullptr && !jar->cookies.empty()) req += "Cookie: " + jar->Header() + "\r\n";
-    if (method == "POST") {
-      req += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: " + std::to_string(body.size()) +
-             "\r\n";
-    }
-    req += extra + "Connection: close\r\n\r\n" + body;
-    auto r = c.Request(req);
-    EXPECT_TRUE(r.has_value()) << method << " " << path;
-    if (!r) return {};
-    if (jar != nullptr) jar->Take(*r);
-    return *r;
-  }
-
-  // GET the form page, then POST it with its token and `fields`.
-  HttpResponse Submit(Jar& jar, const std::string& page, const std::string& action, const std::string& fields) {
-    auto form = Do("GET", page, &jar);
-    const std::string csrf = CsrfFor(form.body, action);
-    EXPECT_FALSE(csrf.empty()) << form.body;
-    return Do("POST", action, &jar, "csrf_token=" + csrf + "&" + fields);
-  }
-
-  void DoSetup() {
-    Jar jar;
-    auto r = Submit(jar, "/setup", "/setup",
-                    "setup_token=" + SetupToken() + "&name=admin&password=correct-horse-42&password2=correct-horse-42");
-    ASSERT_EQ(r.status, 303) << r.body;
-  }
-
-  Jar LoginAs(const std::string& name, const std::string& password) {
-    Jar jar;
-    auto r = Submit(jar, "/login", "/login", "name=" + name + "&password=" + password);
-    EXPECT_EQ(r.status, 303) << r.body;
-    EXPECT_EQ(r.Header("Location").value_or(""), "/");
-    return jar;
-  }
-
   std::filesystem::path dir_;
-  net::testing::CertificateFiles cert_;
-  SSL_CTX* ctx_ = nullptr;
-  FakeClock clock_{SysTime(std::chrono::seconds(1893456000))};
-  web::InMemoryAccountRepository accounts_;
   FakeSource source_;
-  std::mutex log_mu_;
-  std::vector<std::string> log_;
-  std::unique_ptr<WebHost> host_;
 };
 
 TEST_F(WebHostTest, FirstStartLogsTheTokenAndSetupCreatesTheAdminOnce) {
@@ -410,13 +280,7 @@ TEST_F(WebHostTest, AdminCheckCallsTheSource) {
 
 TEST_F(WebHostTest, ReadOnlyAccountViewsButCannotCheck) {
   DoSetup();
-  web::PasswordHasher hasher(web::PasswordCost::MinForTests());
-  web::Account viewer;
-  viewer.name = "viewer";
-  viewer.role = web::Role::kReadOnly;
-  viewer.password_hash = *hasher.Hash("viewer-password-1");
-  viewer.created = clock_.Now();
-  ASSERT_TRUE(accounts_.Create(viewer).ok());
+  ASSERT_NO_FATAL_FAILURE(AddAccount("viewer", web::Role::kReadOnly, "viewer-password-1"));
   Jar jar = LoginAs("viewer", "viewer-password-1");
   auto page = Do("GET", "/", &jar);
   ASSERT_EQ(page.status, 200);
@@ -631,4 +495,4 @@ TEST_F(WebHostTest, AdminsManageAccountsAndEveryoneChangesTheirOwnPassword) {
 }
 
 }  // namespace
-}  // namespace upkeep::agent
+}  // namespace upkeep::agent::pagetest

@@ -1,12 +1,22 @@
-# Shared by the browser tests of the appliance updates page: give an appliance (made with
-# tests/appliance-agent/lib.sh's agent_appliance) the `web` section and start its daemon.
-# Source after tests/lib/e2e.sh and tests/appliance-agent/lib.sh, in the test's work directory.
+# Shared by the browser tests of the appliance updates page (agent_*_test.sh).
 #
-# agent_web_up DIR: a self-signed certificate for 127.0.0.1, web.listen 127.0.0.1:0, then
+# A test script starts with
+#   set -euo pipefail
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib/agent_web.sh"
+#   agent_web_begin NAME "TOOL..." "$@"
+# agent_web_begin NAME TOOLS BIN_DIR SOURCE_DIR BUILD_DIR: sets bin, src, build and here
+# (tests/browser), sources lib/run.sh (exit 77 without chromium or node_modules), needs openssl,
+# sources tests/lib/e2e.sh and runs e2e_begin NAME with the TOOLS (a space-separated list; the
+# work directory becomes the current one), sets the exit hook (browser and daemon stopped) and the
+# failure hook (agent_web_show_logs), then sources tests/appliance-agent/lib.sh.
+#
+# agent_web_up DIR [offline]: gives an appliance (made with lib.sh's agent_appliance) the `web`
+# section: a self-signed certificate for 127.0.0.1, web.listen 127.0.0.1:0, then
 # `appliance-agent run` with its log in ./agent.log and ./agent.err. Sets agent_pid and origin
 # (https://127.0.0.1:PORT, read from the daemon's log), writes the one-time setup token to
 # ./setup.token (0600; never on a command line or in the output) and waits for the daemon's first
-# check. agent_web_stop stops the daemon (call it from e2e_on_exit).
+# check, which must succeed, or with `offline` (an appliance cut off from the updater) fail.
+# agent_web_stop stops the daemon.
 agent_pid=
 
 agent_web_stop() {
@@ -25,8 +35,29 @@ agent_web_show_logs() {
   done
 }
 
+agent_web_begin() {
+  local name=$1 tools=$2 script
+  script=$(basename "$0")
+  bin=$(cd "${3:?usage: $script BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
+  src=$(cd "${4:?usage: $script BIN_DIR SOURCE_DIR BUILD_DIR}" && pwd)
+  build=$(mkdir -p "${5:?usage: $script BIN_DIR SOURCE_DIR BUILD_DIR}" && cd "$5" && pwd)
+  here=$src/tests/browser
+  source "$here/lib/run.sh"
+  browser_preflight
+  command -v openssl >/dev/null || { echo "FAIL: openssl is not installed"; exit 1; }
+  source "$src/tests/lib/e2e.sh"
+  # shellcheck disable=SC2086 # TOOLS is a list
+  e2e_begin "$name" $tools
+  e2e_on_exit() {
+    browser_stop
+    agent_web_stop
+  }
+  e2e_on_fail() { agent_web_show_logs; }
+  source "$src/tests/appliance-agent/lib.sh"
+}
+
 agent_web_up() {
-  local a=$1
+  local a=$1 first_check=${2:-online}
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$a/web.key" -out "$a/web.pem" >openssl.out 2>&1 ||
     fail "openssl: $(cat openssl.out)"
@@ -57,5 +88,9 @@ agent_web_up() {
     kill -0 "$agent_pid" 2>/dev/null || fail "the agent daemon died"
     sleep 0.2
   done
-  grep -qE ' check: [0-9]+ update\(s\) to install' agent.log || fail "the daemon's first check did not succeed within 30 s"
+  if [[ "$first_check" == offline ]]; then
+    grep -q 'check failed' agent.err || fail "the cut-off appliance's first check did not fail: $(tail -n 5 agent.log)"
+  else
+    grep -qE ' check: [0-9]+ update\(s\) to install' agent.log || fail "the daemon's first check did not succeed within 30 s"
+  fi
 }
