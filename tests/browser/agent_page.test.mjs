@@ -1,7 +1,9 @@
 // The appliance updates page (docs/agent/web.md) in Chromium: the first-start setup with bad
 // input refused next to the right field, sign-in, the status (installed versions, agent version,
 // system time), "Check for updates" and the available updates in install order with their
-// reasons, sign-out, a wrong password. Run by agent_page_test.sh, which starts the stack and the
+// reasons, sign-out, a wrong password, the account pages (own password: a wrong current password
+// and new passwords that differ, each next to its field; accounts: a bad name next to its field,
+// then a read-only account added). Run by agent_page_test.sh, which starts the stack and the
 // daemon; see docs/browser-tests.md.
 //   UPKEEP_SETUP_TOKEN_FILE   the one-time setup token (from the daemon's log; never printed)
 //   UPKEEP_EXPECT_PLAN_FILE   `appliance-agent --json check` output: the plan the page must show
@@ -157,4 +159,37 @@ await runBrowserTest('agent_page', async (t) => {
   t.step('sign in again: the updates page after the check');
   await signIn(t);
   t.note(`last check: ${((await page.locator('#last-check').textContent()) || '').trim()} (after the check: ${lastCheckLine})`);
+
+  // The account pages: refused input next to its field, then a change that works.
+  const refusedAt = async (what, button, label) => {
+    const status = await t.submit(button);
+    t.check(status === 200, `${what}: answered ${status}`);
+    const m = await t.fieldMessage(label);
+    t.check(m.text !== '', `${what}: no message next to "${label}"`);
+    t.note(`${what}: "${m.text}" next to "${label}"`);
+  };
+  t.step('your account: a wrong current password, then new passwords that differ');
+  code = await t.goto('/account');
+  t.check(code === 200 && (await page.title()) === 'Your account - Upkeep appliance', `GET /account: ${code}, "${await page.title()}"`);
+  await t.fill({ 'Current password': 'not the password 1', 'New password': 'another long password 8',
+    'New password again': 'another long password 8' });
+  await refusedAt('a wrong current password', 'Change the password', 'Current password');
+  await t.fill({ 'Current password': kPassword, 'New password': 'another long password 8',
+    'New password again': 'another long password 9' });
+  await refusedAt('new passwords that differ', 'Change the password', 'New password again');
+
+  t.step('accounts: a bad name refused next to the field, then a read-only account added');
+  code = await t.goto('/accounts');
+  t.check(code === 200 && (await page.title()) === 'Accounts - Upkeep appliance', `GET /accounts: ${code}`);
+  await t.fill({ Name: 'Bad Name', 'Initial password': 'viewer password 123', 'Initial password again': 'viewer password 123' });
+  await refusedAt('a bad account name', 'Add the account', 'Name');
+  await t.fill({ Name: 'viewer', 'Initial password': 'viewer password 123', 'Initial password again': 'viewer password 123' });
+  code = await t.submit('Add the account');
+  t.check(code === 200 && new URL(page.url()).pathname === '/accounts', `adding an account ended at ${page.url()} (${code})`);
+  const accounts = ((await page.locator('#accounts').textContent()) || '').replace(/\s+/g, ' ');
+  t.check(/viewer\s*read-only/.test(accounts), `the new account is not listed: "${accounts}"`);
+
+  // The final state, for the screenshot: the updates page.
+  code = await t.goto('/');
+  t.check(code === 200, `GET / answered ${code}`);
 });

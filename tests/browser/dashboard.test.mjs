@@ -75,6 +75,31 @@ await runBrowserTest('dashboard', async (t) => {
   t.check((await text(`#rollout-${rolloutId}-state`)) === 'paused', 'the rollout is not paused');
   t.note(await text('#message'));
 
+  t.step('accounts: a short password refused next to its field, then a support account created');
+  t.check((await t.goto('/dashboard/accounts')) === 200, 'GET /dashboard/accounts failed');
+  await t.fill({ 'Account name': 'helpdesk', 'Initial password (at least 12 bytes)': 'short' });
+  code = await t.submit('Create the account');
+  t.check(code === 200, `a short password answered ${code}`);
+  const short = await t.fieldMessage('Initial password (at least 12 bytes)');
+  t.check(short.text !== '', 'a short password: no message next to the field');
+  t.note(`a short password: "${short.text}"`);
+  await t.fill({ 'Account name': 'helpdesk', 'Initial password (at least 12 bytes)': 'a long helpdesk password' });
+  await page.locator('#role').selectOption('support');
+  code = await t.submit('Create the account');
+  t.check(code === 200, `creating the account answered ${code}`);
+  const listed = ((await page.locator('#accounts').textContent()) || '').replace(/\s+/g, ' ');
+  t.check(listed.includes('helpdesk'), `the new account is not listed: "${listed}"`);
+
+  t.step('your password: a wrong current password refused next to its field');
+  t.check((await t.goto('/dashboard/password')) === 200, 'GET /dashboard/password failed');
+  await t.fill({ 'Current password': 'not my password at all', 'New password (at least 12 bytes)': 'another long password',
+    'New password again': 'another long password' });
+  code = await t.submit('Change the password');
+  t.check(code === 200, `a wrong current password answered ${code}`);
+  const wrong = await t.fieldMessage('Current password');
+  t.check(wrong.text !== '', 'a wrong current password: no message next to the field');
+  t.note(`a wrong current password: "${wrong.text}"`);
+
   t.step('re-enable a withheld download on the appliance page');
   t.check((await t.goto(`/dashboard/appliances/${applianceId}`)) === 200, 'appliance page failed');
   const before = await page.locator('#downloads tr').count();
