@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <future>
 #include <thread>
 
@@ -565,9 +566,7 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
     c.out_off = 0;
     if (c.out.capacity() > 4096) c.out.shrink_to_fit();
     if (c.close_after_flush) {
-      SSL_shutdown(c.ssl);
-      ERR_clear_error();
-      Close(c);
+      Close(c);  // with close_notify
       return false;
     }
     return true;
@@ -610,10 +609,15 @@ struct Fleet::Impl : std::enable_shared_from_this<Fleet::Impl> {
   }
   void QueueJson(Conn& c, FrameType type, const Json& j) { Queue(c, type, Dump(j)); }
 
-  // Closes the socket and tells the owner; idempotent.
+  // Closes the socket and tells the owner; idempotent. An established TLS session ends with
+  // close_notify (best effort, never waiting), so the relay logs a clean close, not a lost one.
   void Close(Conn& c) {
     if (c.closed) return;
     c.closed = true;
+    if (c.ssl != nullptr && c.connected && !c.handshaking) {
+      SSL_shutdown(c.ssl);
+      ERR_clear_error();
+    }
     asio::error_code ignored;
     c.sock.close(ignored);
     if (c.console)
@@ -1083,6 +1087,7 @@ Fleet::~Fleet() { Stop(); }
 
 Status Fleet::Start() {
   if (impl_->running) return Error(Errc::kInvalidArgument, "fleet already started");
+  std::signal(SIGPIPE, SIG_IGN);  // OpenSSL writes the sockets: a relay gone mid-write is an error, not a signal
   UPK_TRY(impl_->Init());
   asio::post(impl_->io, [impl = impl_] { impl->Run(); });
   impl_->running = true;
