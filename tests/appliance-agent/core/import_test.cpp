@@ -9,6 +9,7 @@
 
 #include "core_world.hpp"
 #include "upkeep/agent/cli.hpp"
+#include "bundle_entries.hpp"
 #include "upkeep/bundle/bundle.hpp"
 #include "upkeep/trust/download_key.hpp"
 #include "upkeep/trust/install_report.hpp"
@@ -68,36 +69,9 @@ class ImportTest : public ::testing::Test {
   };
 
   fs::path WriteBundle(const BundleParts& parts, const std::string& name = "update.upkb") {
-    std::vector<bundle::EntrySource> entries;
-    std::vector<fs::path> meta;
-    for (const auto& e : fs::directory_iterator(vendor_.repo_dir() / "metadata")) meta.push_back(e.path());
-    std::sort(meta.begin(), meta.end());
-    for (const auto& m : meta) {
-      bundle::EntrySource s;
-      s.info.type = bundle::EntryType::kMetadata;
-      s.info.name = m.filename().string();
-      s.data = ReadAll(m);
-      entries.push_back(std::move(s));
-    }
     std::vector<std::string> ids;
-    for (const auto& [id, text] : parts.assignments) {
-      bundle::EntrySource s;
-      s.info.type = bundle::EntryType::kAssignment;
-      s.info.name = id;
-      s.data = text;
-      entries.push_back(std::move(s));
-      ids.push_back(id);
-    }
-    for (const auto& r : parts.releases) {
-      const Release& rel = vendor_.Get(r);
-      bundle::EntrySource s;
-      s.info.type = bundle::EntryType::kBlob;
-      s.info.name = rel.step.sha256;
-      s.info.length = rel.step.length;
-      s.info.sha256 = rel.step.sha256;
-      s.file = rel.blob;
-      entries.push_back(std::move(s));
-    }
+    for (const auto& a : parts.assignments) ids.push_back(a.first);
+    auto entries = BundleEntries(vendor_, parts.assignments, parts.releases);
     const fs::path out = bundles_.path() / name;
     auto h = bundle::WriteBundle(out, Sha256Hex(name + std::to_string(counter_++)).substr(0, 32), clock_.Now(), ids,
                                  std::move(entries));

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/bundle_entries.hpp"
 #include "../core/core_world.hpp"
 #include "page_test_kit.hpp"
 #include "upkeep/agent/runtime.hpp"
@@ -119,32 +120,7 @@ class AirgapWebTest : public PageTest {
     trust::Assignment a = vendor_.AssignmentFor(decoded->key.installed);
     a.nonce = decoded->key.nonce_hex();
     a.expires = clock_.Now() + std::chrono::days(30);
-    std::vector<bundle::EntrySource> entries;
-    std::vector<fs::path> meta;
-    for (const auto& e : fs::directory_iterator(vendor_.repo_dir() / "metadata")) meta.push_back(e.path());
-    std::sort(meta.begin(), meta.end());
-    for (const auto& m : meta) {
-      bundle::EntrySource s;
-      s.info.type = bundle::EntryType::kMetadata;
-      s.info.name = m.filename().string();
-      s.data = ReadAll(m);
-      entries.push_back(std::move(s));
-    }
-    bundle::EntrySource s;
-    s.info.type = bundle::EntryType::kAssignment;
-    s.info.name = vendor_.identity().appliance_id();
-    s.data = vendor_.Sign(a);
-    entries.push_back(std::move(s));
-    for (const auto& r : vendor_.channel) {
-      const Release& rel = vendor_.Get(r);
-      bundle::EntrySource b;
-      b.info.type = bundle::EntryType::kBlob;
-      b.info.name = rel.step.sha256;
-      b.info.length = rel.step.length;
-      b.info.sha256 = rel.step.sha256;
-      b.file = rel.blob;
-      entries.push_back(std::move(b));
-    }
+    auto entries = BundleEntries(vendor_, {{vendor_.identity().appliance_id(), vendor_.Sign(a)}}, vendor_.channel);
     const fs::path out = bundles_.path() / "update.upkb";
     auto h = bundle::WriteBundle(out, Sha256Hex(key_text).substr(0, 32), clock_.Now(),
                                  {vendor_.identity().appliance_id()}, std::move(entries));
